@@ -1,0 +1,89 @@
+// Command worker runs a flowguard worker. With no NATS URL it starts an embedded
+// NATS server with JetStream; see README.md.
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alecthomas/kong"
+
+	"github.com/flowguard/flowguard/internal/consumer"
+	"github.com/flowguard/flowguard/internal/logging"
+	"github.com/flowguard/flowguard/internal/natsconn"
+	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/worker"
+)
+
+type cli struct {
+	Config kong.ConfigFlag `help:"JSON file of settings; keys are flag names with underscores (\"ack_wait\": \"45s\"). Flags and environment win over it." type:"existingfile" env:"FLOWGUARD_CONFIG"`
+
+	NATS       natsconn.Options `embed:""`
+	Listen     string           `help:"Address of the embedded NATS server, used when no --nats-url is given." default:"127.0.0.1:4222" env:"FLOWGUARD_LISTEN"`
+	DataDir    string           `help:"Data directory of the embedded NATS server." default:"./data" env:"FLOWGUARD_DATA_DIR" type:"path"`
+	SyncAlways bool             `help:"Embedded server: fsync every write before acknowledging it (slower; survives power loss)." env:"FLOWGUARD_SYNC_ALWAYS"`
+
+	WorkerID          string          `help:"Name of this worker in status documents and logs (default: host-pid)." env:"FLOWGUARD_WORKER_ID"`
+	Prefix            string          `help:"Subject prefix." default:"flow" env:"FLOWGUARD_PREFIX"`
+	Concurrency       int             `help:"Executions run at once by this worker." default:"16" env:"FLOWGUARD_CONCURRENCY"`
+	MaxParallelNodes  int             `help:"Nodes of one execution run at once." default:"8" env:"FLOWGUARD_MAX_PARALLEL_NODES"`
+	MaxRequestBytes   int             `help:"Larger requests are rejected as oversized." default:"262144" env:"FLOWGUARD_MAX_REQUEST_BYTES"`
+	AckWait           time.Duration   `help:"Time without an ack or heartbeat after which a request is redelivered." default:"30s" env:"FLOWGUARD_ACK_WAIT"`
+	MaxDeliver        int             `help:"Deliveries of a request before it is dead-lettered." default:"5" env:"FLOWGUARD_MAX_DELIVER"`
+	RedeliveryBackoff []time.Duration `help:"Delays between redeliveries after missed acks, e.g. 5s,30s,2m (default: --ack-wait)." env:"FLOWGUARD_REDELIVERY_BACKOFF"`
+	ShutdownGrace     time.Duration   `help:"On SIGTERM or SIGINT, time given to in-flight executions before they are handed back." default:"30s" env:"FLOWGUARD_SHUTDOWN_GRACE"`
+
+	Replicas        int           `help:"Replicas of streams and buckets: 1 on one server, 3 in a cluster." default:"1" env:"FLOWGUARD_REPLICAS"`
+	DuplicateWindow time.Duration `help:"Requests with the same request_id within this window are stored once." default:"10m" env:"FLOWGUARD_DUPLICATE_WINDOW"`
+	EventsMaxAge    time.Duration `help:"How long lifecycle events are kept." default:"168h" env:"FLOWGUARD_EVENTS_MAX_AGE"`
+	StateTTL        time.Duration `help:"How long execution state is kept in KV." default:"168h" env:"FLOWGUARD_STATE_TTL"`
+
+	Log logging.Options `embed:""`
+}
+
+func main() {
+	var c cli
+	kong.Parse(&c,
+		kong.Name("worker"),
+		kong.Description("Runs flowguard workflows from NATS JetStream execution requests."),
+		kong.Configuration(kong.JSON),
+	)
+	if err := run(c); err != nil {
+		fmt.Fprintln(os.Stderr, "worker:", err)
+		os.Exit(1)
+	}
+}
+
+func run(c cli) error {
+	log, err := logging.New(c.Log, os.Stderr)
+	if err != nil {
+		return err
+	}
+	w, err := worker.New(worker.Config{
+		NATS: c.NATS, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
+		WorkerID: c.WorkerID, Prefix: c.Prefix,
+		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes,
+		Consumer: consumer.Config{
+			Concurrency: c.Concurrency, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver,
+			BackOff: c.RedeliveryBackoff, ShutdownGrace: c.ShutdownGrace,
+		},
+		Provision: provision.Config{
+			Replicas: c.Replicas, DuplicateWindow: c.DuplicateWindow,
+			EventsMaxAge: c.EventsMaxAge, StateTTL: c.StateTTL,
+		},
+	}, log)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // a second signal terminates at once
+	}()
+	return w.Run(ctx)
+}

@@ -1,0 +1,335 @@
+// Package consumer runs the pull loop of a durable JetStream consumer: it fetches
+// only as many messages as it has free slots, runs a handler per message with
+// in-progress heartbeats, then acks, naks or terms as the handler decides. It heals
+// itself when the consumer is deleted or the connection drops, and on shutdown it
+// lets in-flight messages finish within a grace period, then hands the rest back.
+package consumer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+)
+
+// Defaults of Config.
+const (
+	DefaultDurable       = "flowguard-workers"
+	DefaultAckWait       = 30 * time.Second
+	DefaultMaxDeliver    = 5
+	DefaultMaxAckPending = 1000
+	DefaultConcurrency   = 16
+	DefaultShutdownGrace = 30 * time.Second
+	fetchExpiry          = 5 * time.Second
+)
+
+// ErrShutdown is the cancellation cause of handlers still running when the
+// shutdown grace period ends.
+var ErrShutdown = errors.New("worker shutting down")
+
+// Decision is what to do with a message once handled.
+type Decision int
+
+// Decisions.
+const (
+	// Ack: the message is done with (its terminal state is persisted).
+	Ack Decision = iota
+	// Nak: hand the message back for a later delivery, after Delay.
+	Nak
+	// Term: never deliver the message again.
+	Term
+)
+
+// Outcome is a handler's decision about one message.
+type Outcome struct {
+	Decision Decision
+	Delay    time.Duration // Nak only
+	Reason   string        // Term only
+}
+
+// Handler handles one message. ctx ends when the shutdown grace period is over;
+// the handler then returns promptly, usually with Nak.
+type Handler func(ctx context.Context, msg jetstream.Msg) Outcome
+
+// Config of a consumer.
+type Config struct {
+	Stream        string
+	Durable       string
+	FilterSubject string
+	// Concurrency is how many messages are handled at once.
+	Concurrency int
+	// AckWait is how long the server waits for an ack before redelivering; handlers
+	// send in-progress heartbeats every AckWait/3 while they run.
+	AckWait time.Duration
+	// MaxDeliver bounds deliveries of a message; 0 means DefaultMaxDeliver.
+	MaxDeliver int
+	// BackOff, when set, spaces redeliveries after missed acks (see JetStream's consumer BackOff).
+	BackOff       []time.Duration
+	MaxAckPending int
+	// ShutdownGrace is how long in-flight handlers may run after shutdown begins.
+	ShutdownGrace time.Duration
+}
+
+// Validate fills defaults and checks the values.
+func (c *Config) Validate() error {
+	if c.Stream == "" {
+		return errors.New("consumer: stream is required")
+	}
+	if c.Durable == "" {
+		c.Durable = DefaultDurable
+	}
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	if c.AckWait == 0 {
+		c.AckWait = DefaultAckWait
+	}
+	if c.MaxDeliver == 0 {
+		c.MaxDeliver = DefaultMaxDeliver
+	}
+	if c.MaxAckPending == 0 {
+		c.MaxAckPending = DefaultMaxAckPending
+	}
+	if c.ShutdownGrace == 0 {
+		c.ShutdownGrace = DefaultShutdownGrace
+	}
+	switch {
+	case c.Concurrency < 1:
+		return fmt.Errorf("concurrency must be at least 1, got %d", c.Concurrency)
+	case c.AckWait < time.Second:
+		return fmt.Errorf("ack wait must be at least 1s, got %s", c.AckWait)
+	case c.MaxDeliver < 1:
+		return fmt.Errorf("max deliver must be at least 1, got %d", c.MaxDeliver)
+	case c.MaxAckPending < c.Concurrency:
+		return fmt.Errorf("max ack pending (%d) must be at least the concurrency (%d)", c.MaxAckPending, c.Concurrency)
+	case len(c.BackOff) > c.MaxDeliver:
+		return fmt.Errorf("redelivery backoff has %d steps, more than max deliver (%d)", len(c.BackOff), c.MaxDeliver)
+	case c.ShutdownGrace < 0:
+		return fmt.Errorf("shutdown grace must not be negative, got %s", c.ShutdownGrace)
+	}
+	return nil
+}
+
+// ServerConfig is the JetStream consumer configuration. MaxDeliver is one more than
+// configured: the extra delivery lets a handler dead-letter a message whose earlier
+// deliveries all died with their workers.
+func (c Config) ServerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       c.Durable,
+		Description:   "flowguard workers share this consumer",
+		FilterSubject: c.FilterSubject,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.AckWait,
+		MaxDeliver:    c.MaxDeliver + 1,
+		BackOff:       c.BackOff,
+		MaxAckPending: c.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	}
+}
+
+// Consumer pulls messages of one durable consumer.
+type Consumer struct {
+	js      jetstream.JetStream
+	cfg     Config
+	handler Handler
+	log     zerolog.Logger
+
+	mu       sync.Mutex
+	consumer jetstream.Consumer
+	bound    bool
+}
+
+// New returns a consumer; Run binds it.
+func New(js jetstream.JetStream, cfg Config, handler Handler, log zerolog.Logger) (*Consumer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Consumer{js: js, cfg: cfg, handler: handler, log: log}, nil
+}
+
+// Bound reports whether the consumer is bound to the server (for readiness).
+func (c *Consumer) Bound() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bound
+}
+
+func (c *Consumer) setBound(cons jetstream.Consumer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.consumer, c.bound = cons, cons != nil
+}
+
+// bind creates the durable consumer, or updates it to this worker's settings.
+func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, c.cfg.ServerConfig())
+	if err != nil {
+		c.setBound(nil)
+		return nil, fmt.Errorf("bind consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
+	}
+	c.setBound(cons)
+	return cons, nil
+}
+
+// Run binds the consumer and handles messages until ctx ends. Then it stops
+// fetching, gives in-flight handlers the shutdown grace period, cancels the rest
+// (they hand their messages back) and returns once every handler has returned.
+func (c *Consumer) Run(ctx context.Context) error {
+	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(ErrShutdown)
+
+	slots := make(chan struct{}, c.cfg.Concurrency)
+	var wg sync.WaitGroup
+	c.fetchLoop(ctx, workCtx, slots, &wg)
+
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	timer := time.NewTimer(c.cfg.ShutdownGrace)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		c.log.Warn().Dur("grace", c.cfg.ShutdownGrace).Int("in_flight", len(slots)).Msg("shutdown grace over, handing back unfinished requests")
+		cancelWork(ErrShutdown)
+		<-done
+	}
+	c.setBound(nil)
+	return nil
+}
+
+// fetchLoop fetches as many messages as there are free slots, until ctx ends.
+func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, wg *sync.WaitGroup) {
+	retry := backoff.NewExponentialBackOff(
+		backoff.WithInitialInterval(100*time.Millisecond),
+		backoff.WithMaxInterval(5*time.Second),
+		backoff.WithMaxElapsedTime(0),
+	)
+	var cons jetstream.Consumer
+	for ctx.Err() == nil {
+		if cons == nil {
+			var err error
+			if cons, err = c.bind(ctx); err != nil {
+				c.pause(ctx, retry, err)
+				continue
+			}
+			c.log.Info().Str("consumer", c.cfg.Durable).Str("stream", c.cfg.Stream).Msg("consumer bound")
+		}
+		// Wait for at least one free slot, then take all free ones.
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		free := 1
+	fill:
+		for free < c.cfg.Concurrency {
+			select {
+			case slots <- struct{}{}:
+				free++
+			default:
+				break fill
+			}
+		}
+		got, err := c.fetch(ctx, workCtx, cons, free, slots, wg)
+		for range free - got {
+			<-slots
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			cons = nil // rebind: the consumer may have been deleted or the server restarted
+			c.pause(ctx, retry, err)
+			continue
+		}
+		retry.Reset()
+	}
+}
+
+// fetch pulls up to n messages and starts a handler for each as it arrives. It
+// returns how many it started.
+func (c *Consumer) fetch(ctx, workCtx context.Context, cons jetstream.Consumer, n int, slots chan struct{}, wg *sync.WaitGroup) (int, error) {
+	fctx, cancel := context.WithTimeout(ctx, fetchExpiry)
+	defer cancel()
+	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
+	if err != nil {
+		return 0, fmt.Errorf("fetch: %w", err)
+	}
+	started := 0
+	for msg := range batch.Messages() {
+		started++
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-slots }()
+			c.handle(workCtx, msg)
+		}()
+	}
+	// The request expiring (or the fetch context ending) is not an error.
+	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return started, fmt.Errorf("fetch: %w", err)
+	}
+	return started, nil
+}
+
+// handle runs the handler with heartbeats, then settles the message.
+func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
+	hbCtx, stopHeartbeat := context.WithCancel(ctx)
+	go c.heartbeat(hbCtx, msg)
+	out := c.handler(ctx, msg)
+	stopHeartbeat()
+
+	// Settle even when ctx has ended: a nak hands the message back at once.
+	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	var err error
+	switch out.Decision {
+	case Ack:
+		err = backoff.Retry(func() error { return msg.DoubleAck(settleCtx) },
+			backoff.WithContext(backoff.WithMaxRetries(backoff.NewConstantBackOff(200*time.Millisecond), 20), settleCtx))
+	case Nak:
+		if out.Delay > 0 {
+			err = msg.NakWithDelay(out.Delay)
+		} else {
+			err = msg.Nak()
+		}
+	case Term:
+		err = msg.TermWithReason(out.Reason)
+	}
+	if err != nil {
+		// The server redelivers after AckWait; the handler's persisted state makes that harmless.
+		c.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("settle message failed; it will be redelivered")
+	}
+}
+
+// heartbeat tells the server the message is still being worked on, every AckWait/3.
+func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg) {
+	t := time.NewTicker(c.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := msg.InProgress(); err != nil {
+				c.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("in-progress heartbeat failed")
+			}
+		}
+	}
+}
+
+func (c *Consumer) pause(ctx context.Context, b backoff.BackOff, err error) {
+	wait := b.NextBackOff()
+	c.log.Warn().Err(err).Dur("retry_in", wait).Msg("consumer unavailable, retrying")
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,136 @@
+// Package contract holds flowguard's public contract: subjects, stream and bucket
+// names, headers, identifiers and the messages exchanged with users. It has no
+// behaviour beyond naming, decoding and validating; see ../shared/DESIGN.md.
+package contract
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// Stream and bucket names.
+const (
+	StreamExec      = "FLOW_EXEC"
+	StreamEvents    = "FLOW_EVENTS"
+	StreamEmergency = "FLOW_EMERGENCY"
+	StreamOrders    = "FLOW_ORDERS"
+	StreamDLQ       = "FLOW_DLQ"
+
+	BucketState     = "flow_state"
+	BucketWorkflows = "flow_workflows"
+	BucketRisk      = "flow_risk"
+)
+
+// Headers set on every message of an execution.
+const (
+	HeaderCorrelationID = "Correlation-Id"
+	HeaderMsgID         = "Nats-Msg-Id"
+)
+
+// NoBot is the bot_id token of a request that names no bot.
+const NoBot = "_"
+
+// ErrInvalidID is returned for an identifier that cannot be a subject token or KV key part.
+var ErrInvalidID = errors.New("invalid identifier")
+
+var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// CheckID returns an error naming field when value is not a valid identifier.
+func CheckID(field, value string) error {
+	if idPattern.MatchString(value) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %q must be 1 to 64 of A-Z a-z 0-9 _ -", ErrInvalidID, field, value)
+}
+
+// Subjects builds the subjects of the contract under a configurable prefix (default "flow").
+type Subjects struct{ Prefix string }
+
+// DefaultPrefix is the subject prefix of the contract.
+const DefaultPrefix = "flow"
+
+// Exec is the subject of execution requests for a workflow.
+func (s Subjects) Exec(workflowID string) string { return s.Prefix + ".exec." + workflowID }
+
+// ExecAll matches every execution request.
+func (s Subjects) ExecAll() string { return s.Prefix + ".exec.>" }
+
+// Event is the subject of one lifecycle event.
+func (s Subjects) Event(botID, workflowID, executionID, eventType string) string {
+	return s.Prefix + ".events." + botID + "." + workflowID + "." + executionID + "." + eventType
+}
+
+// EventFilter matches events; an empty part matches any value.
+func (s Subjects) EventFilter(botID, workflowID, executionID string) string {
+	return s.Prefix + ".events." + orAny(botID) + "." + orAny(workflowID) + "." + orAny(executionID) + ".*"
+}
+
+// EventsAll matches every event.
+func (s Subjects) EventsAll() string { return s.Prefix + ".events.>" }
+
+// Emergency is the subject of a scope's emergency commands, such as "global" or "bot.b1".
+func (s Subjects) Emergency(scope string) string { return s.Prefix + ".emergency." + scope }
+
+// EmergencyAll matches every emergency command.
+func (s Subjects) EmergencyAll() string { return s.Prefix + ".emergency.>" }
+
+// Orders is the subject of a bot's order intents.
+func (s Subjects) Orders(botID string) string { return s.Prefix + ".orders." + botID }
+
+// OrdersAll matches every order intent.
+func (s Subjects) OrdersAll() string { return s.Prefix + ".orders.>" }
+
+// DLQ is the dead-letter subject of a workflow.
+func (s Subjects) DLQ(workflowID string) string { return s.Prefix + ".dlq." + workflowID }
+
+// DLQAll matches every dead letter.
+func (s Subjects) DLQAll() string { return s.Prefix + ".dlq.>" }
+
+// Breakers is the subject of a provider's circuit breaker state changes.
+func (s Subjects) Breakers(provider string) string { return s.Prefix + ".breakers." + provider }
+
+func orAny(token string) string {
+	if token == "" {
+		return "*"
+	}
+	return token
+}
+
+// KV keys of the flow_state bucket.
+
+// StatusKey is the key of an execution's status document.
+func StatusKey(workflowID, executionID string) string {
+	return "workflow." + workflowID + ".execution." + executionID + ".status"
+}
+
+// ResultKey is the key of an execution's result document.
+func ResultKey(workflowID, executionID string) string {
+	return "workflow." + workflowID + ".execution." + executionID + ".result"
+}
+
+// CheckpointKey is the key of a finished node's checkpoint.
+func CheckpointKey(workflowID, executionID, nodeID string) string {
+	return "workflow." + workflowID + ".execution." + executionID + ".node." + nodeID
+}
+
+// CheckpointPrefix matches every checkpoint of an execution.
+func CheckpointPrefix(workflowID, executionID string) string {
+	return "workflow." + workflowID + ".execution." + executionID + ".node.>"
+}
+
+// LatestKey is the key holding the id of a workflow's latest execution.
+func LatestKey(workflowID string) string { return "workflow." + workflowID + ".latest_execution" }
+
+// HaltError is the cancellation cause of an execution stopped by an emergency halt.
+type HaltError struct {
+	Scope  string
+	Reason string
+}
+
+func (h *HaltError) Error() string {
+	if h.Reason == "" {
+		return "halted by " + h.Scope
+	}
+	return "halted by " + h.Scope + ": " + h.Reason
+}

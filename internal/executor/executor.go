@@ -1,0 +1,428 @@
+// Package executor runs a workflow's DAG: a node starts when all its dependencies
+// have completed, independent nodes run concurrently (bounded), every node runs
+// under its timeout, each finished node is checkpointed before its dependents
+// start, and every step is published as a lifecycle event.
+package executor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/nodes"
+)
+
+// DefaultMaxParallelNodes bounds the nodes of one execution that run at once.
+const DefaultMaxParallelNodes = 8
+
+// ErrWorkflowTimeout is the cause of an execution stopped by its workflow timeout.
+var ErrWorkflowTimeout = errors.New("workflow timeout exceeded")
+
+// errNodeTimeout is the cause of an attempt stopped by its node timeout.
+var errNodeTimeout = errors.New("node timeout exceeded")
+
+// Execution is one run of a plan.
+type Execution struct {
+	ID              string
+	RequestID       string
+	WorkflowID      string
+	WorkflowVersion uint64
+	BotID           string
+	StrategyID      string
+	CorrelationID   string
+	Inputs          map[string]any
+	Plan            *Plan
+	// Resume restores the checkpoints of an earlier attempt instead of rerunning those nodes.
+	Resume bool
+}
+
+// BotToken is the bot id as a subject token: contract.NoBot when there is none.
+func (x *Execution) BotToken() string {
+	if x.BotID == "" {
+		return contract.NoBot
+	}
+	return x.BotID
+}
+
+// Checkpointer stores finished nodes so that a redelivered execution resumes after them.
+type Checkpointer interface {
+	PutCheckpoint(ctx context.Context, workflowID, executionID string, cp *contract.Checkpoint) error
+	Checkpoints(ctx context.Context, workflowID, executionID string) (map[string]*contract.Checkpoint, error)
+}
+
+// Guard lets the emergency controller stop executions. It may be nil.
+type Guard interface {
+	// CanOperate returns a *contract.HaltError when x may not start or continue.
+	CanOperate(x *Execution) error
+	// Watch cancels x with a *contract.HaltError as cause when a halt covering it
+	// arrives, until stop is called.
+	Watch(x *Execution, cancel context.CancelCauseFunc) (stop func())
+}
+
+// Outcome is how an execution ended.
+type Outcome struct {
+	// Status is completed, failed or halted; empty when the execution was interrupted
+	// before reaching a terminal state and must be handed back for a later attempt.
+	Status     string
+	Error      *contract.Error
+	FailedNode string
+	Outputs    map[string]map[string]any
+	// Cause says why an interrupted execution stopped.
+	Cause error
+}
+
+// Interrupted reports whether the execution stopped without a terminal state.
+func (o Outcome) Interrupted() bool { return o.Status == "" }
+
+// Config tunes an Executor.
+type Config struct {
+	// MaxParallelNodes bounds the nodes of one execution that run at once; default 8.
+	MaxParallelNodes int
+}
+
+// Executor runs executions. It is safe for concurrent use.
+type Executor struct {
+	checkpoints Checkpointer
+	guard       Guard
+	maxParallel int
+}
+
+// New returns an executor. guard may be nil.
+func New(checkpoints Checkpointer, guard Guard, cfg Config) *Executor {
+	if cfg.MaxParallelNodes <= 0 {
+		cfg.MaxParallelNodes = DefaultMaxParallelNodes
+	}
+	return &Executor{checkpoints: checkpoints, guard: guard, maxParallel: cfg.MaxParallelNodes}
+}
+
+type nodeResult struct {
+	idx      int
+	res      nodes.Result
+	err      error
+	errKind  string
+	attempt  int
+	duration time.Duration
+}
+
+// run holds the state of one execution; only the coordinating goroutine touches it.
+type run struct {
+	e       *Executor
+	x       *Execution
+	em      *Emitter
+	log     *zerolog.Logger
+	waiting []int    // dependencies not yet finished, per node
+	blocked []string // why a node will be skipped, per node
+	outputs map[string]map[string]any
+	ready   []int
+	running int
+	results chan nodeResult
+}
+
+// Run executes x, publishing its events through em, and returns how it ended.
+// ctx bounds every I/O of the execution: when it ends (shutdown, lost broker), the
+// execution is interrupted, never failed. A halt (through the Guard) or the workflow
+// timeout ends it halted or failed. Run does not publish the terminal event.
+func (e *Executor) Run(ctx context.Context, x *Execution, em *Emitter) Outcome {
+	nodesCount := len(x.Plan.nodes)
+	r := &run{
+		e: e, x: x, em: em, log: zerolog.Ctx(ctx),
+		waiting: make([]int, nodesCount),
+		blocked: make([]string, nodesCount),
+		outputs: make(map[string]map[string]any, nodesCount),
+		results: make(chan nodeResult),
+	}
+	for i, pn := range x.Plan.nodes {
+		r.waiting[i] = len(pn.deps)
+		if len(pn.deps) == 0 {
+			r.ready = append(r.ready, i)
+		}
+	}
+
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(context.Canceled)
+	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, x.Plan.Def.TimeoutOrDefault(), ErrWorkflowTimeout)
+	defer cancelTimeout()
+	if e.guard != nil {
+		stop := e.guard.Watch(x, cancel)
+		defer stop()
+	}
+
+	started := contract.Event{Type: contract.ExecutionStarted}
+	if x.Resume {
+		restored, err := r.restore(ctx)
+		if err != nil {
+			return Outcome{Cause: err}
+		}
+		started.Resumed = true
+		started.RestoredNodes = restored
+	}
+	if err := em.Emit(ctx, started); err != nil {
+		return Outcome{Cause: err}
+	}
+	return r.loop(ctx, runCtx, cancel)
+}
+
+// restore applies the checkpoints of an earlier attempt, in dependency order, and
+// returns the ids of the nodes restored.
+func (r *run) restore(ctx context.Context) ([]string, error) {
+	cps, err := r.e.checkpoints.Checkpoints(ctx, r.x.WorkflowID, r.x.ID)
+	if err != nil {
+		return nil, fmt.Errorf("load checkpoints: %w", err)
+	}
+	var restored []string
+	for len(r.ready) > 0 {
+		progressed := false
+		for k, idx := range r.ready {
+			cp, ok := cps[r.x.Plan.nodes[idx].def.ID]
+			if !ok {
+				continue
+			}
+			r.ready = append(r.ready[:k], r.ready[k+1:]...)
+			restored = append(restored, cp.NodeID)
+			r.apply(idx, cp)
+			progressed = true
+			break
+		}
+		if !progressed {
+			break
+		}
+	}
+	return restored, nil
+}
+
+// apply records a finished node and releases its dependents, without events.
+func (r *run) apply(idx int, cp *contract.Checkpoint) {
+	pn := r.x.Plan.nodes[idx]
+	reason := ""
+	switch cp.State {
+	case contract.NodeStateCompleted:
+		r.outputs[pn.def.ID] = cp.Outputs
+		reason = cp.Reason
+	case contract.NodeStateFailed:
+		reason = fmt.Sprintf("dependency %s failed", pn.def.ID)
+	default: // skipped
+		reason = fmt.Sprintf("dependency %s was skipped", pn.def.ID)
+	}
+	r.release(idx, reason)
+}
+
+// loop schedules ready nodes and handles their results until the DAG is done or
+// the execution stops.
+func (r *run) loop(ctx, runCtx context.Context, cancel context.CancelCauseFunc) Outcome {
+	var failure *Outcome
+	for {
+		if failure == nil {
+			if err := r.startReady(ctx, runCtx); err != nil {
+				failure = r.stopWith(err)
+				cancel(context.Canceled)
+			}
+		}
+		if r.running == 0 {
+			break // startReady emptied the ready list, or the execution stopped
+		}
+		res := <-r.results
+		r.running--
+		if failure != nil {
+			r.drain(ctx, runCtx, res, failure)
+			continue
+		}
+		if err := r.finish(ctx, runCtx, res); err != nil {
+			failure = r.stopWith(err)
+			cancel(context.Canceled)
+			if res.err != nil && failure.FailedNode == "" {
+				r.drain(ctx, runCtx, res, failure) // the node was stopped by a halt or the workflow timeout
+			}
+		}
+	}
+	if failure != nil {
+		return *failure
+	}
+	return Outcome{Status: contract.StatusCompleted, Outputs: r.outputs}
+}
+
+// drain records a node that was still running when the execution stopped: one that
+// completed anyway is checkpointed as usual; one that was stopped gets node_failed
+// saying why, unless the execution was interrupted and will resume elsewhere.
+func (r *run) drain(ctx, runCtx context.Context, res nodeResult, failure *Outcome) {
+	pn := r.x.Plan.nodes[res.idx]
+	if res.err == nil {
+		if err := r.finish(ctx, runCtx, res); err != nil {
+			r.log.Warn().Err(err).Str("node_id", pn.def.ID).Msg("record node that completed after the execution stopped")
+		}
+		return
+	}
+	if failure.Interrupted() {
+		return
+	}
+	stopped := &contract.Error{Kind: failure.Error.Kind, Message: failure.Error.Message}
+	if failure.FailedNode != "" {
+		stopped = &contract.Error{Kind: contract.KindCanceled, Message: "stopped because node " + failure.FailedNode + " failed"}
+	}
+	durationMS := res.duration.Milliseconds()
+	if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeFailed, NodeID: pn.def.ID, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: stopped}); err != nil {
+		r.log.Warn().Err(err).Str("node_id", pn.def.ID).Msg("publish node_failed of a stopped node")
+	}
+}
+
+// startReady skips or starts ready nodes, up to the parallelism bound.
+func (r *run) startReady(ctx, runCtx context.Context) error {
+	for len(r.ready) > 0 && r.running < r.e.maxParallel {
+		idx := r.ready[0]
+		r.ready = r.ready[1:]
+		pn := r.x.Plan.nodes[idx]
+		if reason := r.blocked[idx]; reason != "" {
+			if err := r.skip(ctx, idx, reason); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := runCtx.Err(); err != nil {
+			return context.Cause(runCtx)
+		}
+		if r.e.guard != nil {
+			if err := r.e.guard.CanOperate(r.x); err != nil {
+				return err
+			}
+		}
+		if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeStarted, NodeID: pn.def.ID, NodeType: pn.def.Type, Attempt: 1}); err != nil {
+			return err
+		}
+		r.running++
+		env := r.env(pn)
+		go func() { r.results <- r.e.runNode(runCtx, idx, pn, env) }()
+	}
+	return nil
+}
+
+// env builds what a node sees: the inputs and the outputs of the nodes before it.
+func (r *run) env(pn *planNode) *nodes.Env {
+	before := make(map[string]map[string]any, len(pn.ancestors))
+	for _, a := range pn.ancestors {
+		id := r.x.Plan.nodes[a].def.ID
+		if out, ok := r.outputs[id]; ok {
+			before[id] = out
+		}
+	}
+	return &nodes.Env{
+		Inputs: r.x.Inputs,
+		Nodes:  before,
+		Execution: nodes.Execution{
+			ID: r.x.ID, WorkflowID: r.x.WorkflowID, BotID: r.x.BotID,
+			StrategyID: r.x.StrategyID, CorrelationID: r.x.CorrelationID,
+		},
+	}
+}
+
+// runNode runs one node under its timeout.
+func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, env *nodes.Env) nodeResult {
+	start := time.Now()
+	attemptCtx, cancel := context.WithTimeoutCause(ctx, pn.timeout, errNodeTimeout)
+	defer cancel()
+	res, err := pn.runner.Run(attemptCtx, nodes.Input{Env: env, Attempt: 1})
+	out := nodeResult{idx: idx, res: res, err: err, attempt: 1, duration: time.Since(start)}
+	if err != nil {
+		out.errKind = nodes.KindOf(err)
+		if ctx.Err() == nil && errors.Is(context.Cause(attemptCtx), errNodeTimeout) {
+			out.errKind = contract.KindTimeout
+			out.err = fmt.Errorf("node timed out after %s; raise its timeout if the call is slow: %w", pn.timeout, err)
+		}
+	}
+	return out
+}
+
+// finish checkpoints a node's result, publishes its event and releases its dependents.
+// It returns an error when the execution must stop.
+func (r *run) finish(ctx, runCtx context.Context, res nodeResult) error {
+	pn := r.x.Plan.nodes[res.idx]
+	id := pn.def.ID
+	durationMS := res.duration.Milliseconds()
+	if res.err != nil {
+		if runCtx.Err() != nil {
+			return context.Cause(runCtx) // halted, timed out or interrupted: not this node's fault
+		}
+		nodeErr := &contract.Error{Kind: res.errKind, Message: res.err.Error()}
+		r.log.Warn().Str("node_id", id).Str("error_kind", nodeErr.Kind).Err(res.err).Msg("node failed")
+		if !pn.def.ContinueOnError {
+			if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr}); err != nil {
+				return err
+			}
+			return &nodeFailure{node: id, err: nodeErr}
+		}
+		cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateFailed, Error: nodeErr, Attempt: res.attempt, FinishedAt: time.Now().UTC()}
+		if err := r.e.checkpoints.PutCheckpoint(ctx, r.x.WorkflowID, r.x.ID, cp); err != nil {
+			return fmt.Errorf("checkpoint node %s: %w", id, err)
+		}
+		if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr, Reason: "continue_on_error: the execution goes on"}); err != nil {
+			return err
+		}
+		r.release(res.idx, fmt.Sprintf("dependency %s failed", id))
+		return nil
+	}
+	cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateCompleted, Outputs: res.res.Outputs, Reason: res.res.Skip, Attempt: res.attempt, FinishedAt: time.Now().UTC()}
+	if err := r.e.checkpoints.PutCheckpoint(ctx, r.x.WorkflowID, r.x.ID, cp); err != nil {
+		return fmt.Errorf("checkpoint node %s: %w", id, err)
+	}
+	r.outputs[id] = res.res.Outputs
+	if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeCompleted, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Outputs: res.res.Outputs}); err != nil {
+		return err
+	}
+	r.release(res.idx, res.res.Skip)
+	return nil
+}
+
+// skip marks a node skipped, checkpoints it, publishes node_skipped and releases its dependents.
+func (r *run) skip(ctx context.Context, idx int, reason string) error {
+	pn := r.x.Plan.nodes[idx]
+	cp := &contract.Checkpoint{NodeID: pn.def.ID, State: contract.NodeStateSkipped, Reason: reason, FinishedAt: time.Now().UTC()}
+	if err := r.e.checkpoints.PutCheckpoint(ctx, r.x.WorkflowID, r.x.ID, cp); err != nil {
+		return fmt.Errorf("checkpoint node %s: %w", pn.def.ID, err)
+	}
+	if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeSkipped, NodeID: pn.def.ID, NodeType: pn.def.Type, Reason: reason}); err != nil {
+		return err
+	}
+	r.release(idx, fmt.Sprintf("dependency %s was skipped", pn.def.ID))
+	return nil
+}
+
+// release marks a node finished; a non-empty block reason skips its dependents.
+func (r *run) release(idx int, block string) {
+	for _, d := range r.x.Plan.nodes[idx].dependents {
+		if block != "" && r.blocked[d] == "" {
+			r.blocked[d] = block
+		}
+		r.waiting[d]--
+		if r.waiting[d] == 0 {
+			r.ready = append(r.ready, d)
+		}
+	}
+}
+
+// nodeFailure is a node that failed without continue_on_error.
+type nodeFailure struct {
+	node string
+	err  *contract.Error
+}
+
+func (f *nodeFailure) Error() string { return "node " + f.node + ": " + f.err.Message }
+
+// stopWith turns the error that stopped the loop into an outcome.
+func (r *run) stopWith(err error) *Outcome {
+	var nf *nodeFailure
+	var halt *contract.HaltError
+	switch {
+	case errors.As(err, &nf):
+		return &Outcome{Status: contract.StatusFailed, Error: nf.err, FailedNode: nf.node, Outputs: r.outputs}
+	case errors.As(err, &halt):
+		return &Outcome{Status: contract.StatusHalted, Error: &contract.Error{Kind: contract.KindHalted, Message: halt.Error()}, Outputs: r.outputs}
+	case errors.Is(err, ErrWorkflowTimeout):
+		return &Outcome{Status: contract.StatusFailed, Outputs: r.outputs, Error: &contract.Error{
+			Kind:    contract.KindTimeout,
+			Message: fmt.Sprintf("workflow timed out after %s; raise the workflow timeout or speed up its nodes", r.x.Plan.Def.TimeoutOrDefault()),
+		}}
+	}
+	return &Outcome{Cause: err}
+}

@@ -1,0 +1,118 @@
+// Package nodes holds the node types a workflow can use. A node type is one file:
+// a Type that checks a node's config and compiles it into a Runner. Types are
+// registered by name in a Registry, which the worker and the publisher build.
+package nodes
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/flowguard/flowguard/internal/workflow"
+)
+
+// Input is what a node sees when it runs.
+type Input struct {
+	// Env holds the request inputs, the outputs of the nodes before this one and
+	// the execution's identity; expressions evaluate against it.
+	Env *Env
+	// Attempt counts from 1.
+	Attempt int
+}
+
+// Env is the environment of expressions.
+type Env struct {
+	Inputs    map[string]any            `expr:"inputs"`
+	Nodes     map[string]map[string]any `expr:"nodes"`
+	Execution Execution                 `expr:"execution"`
+}
+
+// Execution identifies the running execution.
+type Execution struct {
+	ID            string `expr:"id"`
+	WorkflowID    string `expr:"workflow_id"`
+	BotID         string `expr:"bot_id"`
+	StrategyID    string `expr:"strategy_id"`
+	CorrelationID string `expr:"correlation_id"`
+}
+
+// Result is what a node produced.
+type Result struct {
+	Outputs map[string]any
+	// Skip, when not empty, skips every node that depends on this one, for this reason.
+	Skip string
+}
+
+// Runner runs one compiled node. It must return promptly once ctx is done.
+type Runner interface {
+	Run(ctx context.Context, in Input) (Result, error)
+}
+
+// Type checks a node's definition and compiles it. Compile must not do I/O.
+type Type interface {
+	Compile(node workflow.Node) (Runner, error)
+}
+
+// ErrUnknownType is returned for a node whose type is not registered.
+var ErrUnknownType = errors.New("unknown node type")
+
+// Registry maps type names to Types.
+type Registry struct{ types map[string]Type }
+
+// NewRegistry returns a registry of the built-in types that need no outside service:
+// transform, condition and delay.
+func NewRegistry() *Registry {
+	r := &Registry{types: map[string]Type{}}
+	r.Register("transform", Transform{})
+	r.Register("condition", Condition{})
+	r.Register("delay", Delay{})
+	return r
+}
+
+// Register adds or replaces a type.
+func (r *Registry) Register(name string, t Type) { r.types[name] = t }
+
+// Names lists the registered types, sorted.
+func (r *Registry) Names() []string {
+	names := make([]string, 0, len(r.types))
+	for n := range r.types {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Compile compiles every node of a structurally valid definition. Errors match
+// workflow.ErrInvalid and name the node.
+func (r *Registry) Compile(def *workflow.Definition) (map[string]Runner, error) {
+	runners := make(map[string]Runner, len(def.Nodes))
+	for _, n := range def.Nodes {
+		t, ok := r.types[n.Type]
+		if !ok {
+			return nil, fmt.Errorf("%w: node %q: %w %q; known types: %s",
+				workflow.ErrInvalid, n.ID, ErrUnknownType, n.Type, strings.Join(r.Names(), ", "))
+		}
+		run, err := t.Compile(n)
+		if err != nil {
+			return nil, fmt.Errorf("%w: node %q (%s): %v", workflow.ErrInvalid, n.ID, n.Type, err)
+		}
+		runners[n.ID] = run
+	}
+	return runners, nil
+}
+
+// decodeConfig decodes a node's config strictly: unknown fields are errors.
+func decodeConfig(raw json.RawMessage, into any) error {
+	if len(raw) == 0 {
+		raw = []byte("{}")
+	}
+	dec := json.NewDecoder(strings.NewReader(string(raw)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(into); err != nil {
+		return fmt.Errorf("config: %v", err)
+	}
+	return nil
+}

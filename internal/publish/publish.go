@@ -1,0 +1,89 @@
+// Package publish stores the messages of the contract in their streams,
+// idempotently: each carries a deterministic Nats-Msg-Id, so a retry or a resumed
+// execution never stores it twice within the stream's duplicate window.
+package publish
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/resilience"
+)
+
+// Publisher publishes events, dead letters and other messages of the contract.
+type Publisher struct {
+	js       jetstream.Publisher
+	subjects contract.Subjects
+}
+
+// New returns a publisher.
+func New(js jetstream.Publisher, subjects contract.Subjects) *Publisher {
+	return &Publisher{js: js, subjects: subjects}
+}
+
+// PublishEvent stores a lifecycle event with Nats-Msg-Id = its event id.
+func (p *Publisher) PublishEvent(ctx context.Context, ev *contract.Event) error {
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode event %s: %w", ev.EventID, err)
+	}
+	subject := p.subjects.Event(ev.BotID, ev.WorkflowID, ev.ExecutionID, ev.Type)
+	_, err = p.Msg(ctx, subject, ev.EventID, ev.CorrelationID, data)
+	return err
+}
+
+// DeadLetter stores a request that can never run. Its message id is the request's
+// stream sequence, so a redelivered request is dead-lettered once.
+func (p *Publisher) DeadLetter(ctx context.Context, dl *contract.DeadLetter) error {
+	data, err := json.Marshal(dl)
+	if err != nil {
+		return fmt.Errorf("encode dead letter: %w", err)
+	}
+	wf := dl.WorkflowID
+	if wf == "" {
+		wf = contract.NoBot
+	}
+	msgID := "dlq." + strconv.FormatUint(dl.StreamSeq, 10)
+	_, err = p.Msg(ctx, p.subjects.DLQ(wf), msgID, dl.CorrelationID, data)
+	return err
+}
+
+// Msg publishes data to subject with the given message and correlation ids, retrying
+// while the broker is unreachable, and returns the stream's acknowledgement.
+func (p *Publisher) Msg(ctx context.Context, subject, msgID, correlationID string, data []byte) (*jetstream.PubAck, error) {
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	if msgID != "" {
+		msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	}
+	if correlationID != "" {
+		msg.Header.Set(contract.HeaderCorrelationID, correlationID)
+	}
+	var ack *jetstream.PubAck
+	err := resilience.RetryIO(ctx, isPermanent, func(ctx context.Context) error {
+		var err error
+		ack, err = p.js.PublishMsg(ctx, msg)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("publish to %s: %w", subject, err)
+	}
+	return ack, nil
+}
+
+// isPermanent reports publish errors that a retry cannot fix: the message itself is
+// refused. Everything else (timeouts, no responders, a leader being elected) passes.
+func isPermanent(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
+		return true
+	}
+	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject)
+}

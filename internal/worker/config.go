@@ -1,0 +1,84 @@
+package worker
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/flowguard/flowguard/internal/consumer"
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/natsconn"
+	"github.com/flowguard/flowguard/internal/provision"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen          = "127.0.0.1:4222"
+	DefaultDataDir         = "./data"
+	DefaultMaxRequestBytes = 256 * 1024
+)
+
+// Config of a worker. The zero value of every field means its default.
+type Config struct {
+	// NATS is where and as whom to connect; with no URL the worker starts an
+	// embedded server on Listen, with its data in DataDir.
+	NATS       natsconn.Options
+	Listen     string
+	DataDir    string
+	SyncAlways bool
+
+	// WorkerID names this worker in status documents and logs; default host-pid.
+	WorkerID string
+	Prefix   string
+
+	Consumer  consumer.Config
+	Provision provision.Config
+
+	// MaxRequestBytes rejects larger requests as oversized.
+	MaxRequestBytes int
+	// MaxParallelNodes bounds the nodes of one execution that run at once.
+	MaxParallelNodes int
+}
+
+// Validate fills defaults and checks every value; its errors say which setting is wrong.
+func (c *Config) Validate() error {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.DataDir == "" {
+		c.DataDir = DefaultDataDir
+	}
+	if c.Prefix == "" {
+		c.Prefix = contract.DefaultPrefix
+	}
+	if err := contract.CheckID("prefix", c.Prefix); err != nil {
+		return err
+	}
+	if c.WorkerID == "" {
+		host, _ := os.Hostname()
+		c.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.MaxRequestBytes == 0 {
+		c.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.MaxRequestBytes < 1024 {
+		return fmt.Errorf("max request size must be at least 1024 bytes, got %d", c.MaxRequestBytes)
+	}
+	if c.MaxParallelNodes < 0 {
+		return fmt.Errorf("max parallel nodes must not be negative, got %d", c.MaxParallelNodes)
+	}
+	subjects := contract.Subjects{Prefix: c.Prefix}
+	c.Provision.Subjects = subjects
+	if err := c.Provision.Validate(); err != nil {
+		return err
+	}
+	c.Consumer.Stream = contract.StreamExec
+	c.Consumer.FilterSubject = subjects.ExecAll()
+	if err := c.Consumer.Validate(); err != nil {
+		return err
+	}
+	if c.Consumer.AckWait < 3*time.Second {
+		return fmt.Errorf("ack wait must be at least 3s so that heartbeats keep a live execution, got %s", c.Consumer.AckWait)
+	}
+	return c.NATS.Validate()
+}

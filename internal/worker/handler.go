@@ -1,0 +1,300 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/flowguard/flowguard/internal/consumer"
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/executor"
+	"github.com/flowguard/flowguard/internal/kvstate"
+)
+
+// Delays before a handed-back request is delivered again.
+const (
+	retryInfraDelay = 2 * time.Second // NATS was unreachable or a write failed
+	dlqPayloadLimit = 4 * 1024
+)
+
+// delivery is one received request and what is known of it so far.
+type delivery struct {
+	msg  jetstream.Msg
+	meta *jetstream.MsgMetadata
+	req  *contract.Request // nil until decoded
+
+	workflowID    string
+	executionID   string
+	correlationID string
+	botID         string
+
+	status    *contract.Status // nil when the execution has no status yet
+	statusRev uint64
+}
+
+// handle runs one request from receipt to acknowledgement; see DESIGN.md, Delivery.
+func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome {
+	meta, err := msg.Metadata()
+	if err != nil {
+		w.log.Error().Err(err).Str("subject", msg.Subject()).Msg("message without JetStream metadata")
+		return consumer.Outcome{Decision: consumer.Term, Reason: "not a JetStream message"}
+	}
+	d := &delivery{msg: msg, meta: meta}
+	d.workflowID = strings.TrimPrefix(msg.Subject(), w.subjects.Exec(""))
+	if contract.CheckID("workflow_id", d.workflowID) != nil {
+		d.workflowID = contract.NoBot // the subject cannot name a workflow; events need a valid token
+	}
+	d.executionID = w.fallbackExecutionID(meta)
+	d.botID = contract.NoBot
+	d.identify()
+	ctx = w.logContext(ctx, d)
+
+	if n := len(msg.Data()); n > w.cfg.MaxRequestBytes {
+		return w.reject(ctx, d, contract.Reject(contract.KindOversized,
+			"request is %d bytes, more than the limit of %d; send large data by reference, or raise --max-request-bytes", n, w.cfg.MaxRequestBytes))
+	}
+	req, err := contract.DecodeRequest(d.workflowID, msg.Data())
+	if err != nil {
+		var rej *contract.Rejection
+		errors.As(err, &rej)
+		return w.reject(ctx, d, rej)
+	}
+	d.req = req
+	d.identify()
+	ctx = w.logContext(ctx, d)
+
+	d.status, d.statusRev, err = w.store.Status(ctx, d.workflowID, d.executionID)
+	switch {
+	case errors.Is(err, kvstate.ErrNotFound):
+		d.status = nil
+	case err != nil:
+		return w.handBack(ctx, err)
+	case contract.IsTerminalStatus(d.status.Status):
+		return w.finishedBefore(ctx, d)
+	}
+	if int(meta.NumDelivered) > w.cfg.Consumer.MaxDeliver {
+		return w.exhausted(ctx, d)
+	}
+	if d.status == nil && req.NotAfter != nil && time.Now().After(*req.NotAfter) {
+		return w.reject(ctx, d, contract.Reject(contract.KindStale,
+			"request expired at %s (not_after) before a worker could start it; publish a fresh request", req.NotAfter.UTC().Format(time.RFC3339)))
+	}
+	return w.execute(ctx, d)
+}
+
+// logContext carries a logger with the execution's identity, as far as it is known.
+func (w *Worker) logContext(ctx context.Context, d *delivery) context.Context {
+	return w.log.With().Str("correlation_id", d.correlationID).Str("execution_id", d.executionID).
+		Str("workflow_id", d.workflowID).Logger().WithContext(ctx)
+}
+
+// identify sets the execution's identity from the request, once decoded. The
+// correlation id is the request's, else the Correlation-Id header's, else
+// exec_<workflow_id>_<execution_id>, the same on every delivery.
+func (d *delivery) identify() {
+	d.correlationID = d.msg.Headers().Get(contract.HeaderCorrelationID)
+	if d.req != nil {
+		d.workflowID = d.req.WorkflowID
+		if d.req.RequestID != "" {
+			d.executionID = d.req.RequestID
+		}
+		if d.req.BotID != "" {
+			d.botID = d.req.BotID
+		}
+		if d.req.CorrelationID != "" {
+			d.correlationID = d.req.CorrelationID
+		}
+	}
+	if d.correlationID == "" {
+		d.correlationID = "exec_" + d.workflowID + "_" + d.executionID
+	}
+}
+
+// fallbackExecutionID names the execution of a request without request_id, the same
+// way on every delivery: the request's stream sequence, tagged with the stream's
+// creation time so that a recreated stream does not reuse ids.
+func (w *Worker) fallbackExecutionID(meta *jetstream.MsgMetadata) string {
+	return "s" + w.execStreamTag + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
+}
+
+// execute claims the execution, runs it and persists its terminal state.
+func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
+	log := zerolog.Ctx(ctx)
+	resume := d.status != nil
+	var version uint64
+	if resume {
+		version = d.status.WorkflowVersion
+	}
+	plan, err := w.plan(ctx, d.req, version)
+	if err != nil {
+		var rej *contract.Rejection
+		if errors.As(err, &rej) {
+			return w.reject(ctx, d, rej)
+		}
+		return w.handBack(ctx, err)
+	}
+
+	now := time.Now().UTC()
+	st := &contract.Status{
+		ExecutionID: d.executionID, WorkflowID: d.workflowID, WorkflowVersion: plan.Version,
+		RequestID: d.req.RequestID, BotID: d.req.BotID, StrategyID: d.req.StrategyID,
+		CorrelationID: d.correlationID, Status: contract.StatusRunning,
+		Attempt: int(d.meta.NumDelivered), WorkerID: w.cfg.WorkerID,
+		CreatedAt: &now, StartedAt: &now, UpdatedAt: now,
+	}
+	if resume {
+		st.CreatedAt = d.status.CreatedAt
+	}
+	rev, err := w.store.PutStatus(ctx, st, d.statusRev)
+	if errors.Is(err, kvstate.ErrConflict) {
+		log.Warn().Msg("another worker claimed this execution; handing the request back")
+		return consumer.Outcome{Decision: consumer.Nak, Delay: w.cfg.Consumer.AckWait}
+	}
+	if err != nil {
+		return w.handBack(ctx, err)
+	}
+	d.statusRev = rev
+	if !resume {
+		if err := w.store.SetLatest(ctx, d.workflowID, d.executionID); err != nil {
+			return w.handBack(ctx, err)
+		}
+	}
+
+	x := &executor.Execution{
+		ID: d.executionID, RequestID: d.req.RequestID, WorkflowID: d.workflowID, WorkflowVersion: plan.Version,
+		BotID: d.req.BotID, StrategyID: d.req.StrategyID, CorrelationID: d.correlationID,
+		Inputs: d.req.Inputs, Plan: plan, Resume: resume,
+	}
+	if x.Inputs == nil {
+		x.Inputs = map[string]any{}
+	}
+	lastSeq, err := w.lastEventSeq(ctx, d)
+	if err != nil {
+		return w.handBack(ctx, err)
+	}
+	em := executor.NewEmitter(w.pub, x, lastSeq)
+	log.Debug().Bool("resumed", resume).Uint64("attempt", d.meta.NumDelivered).Msg("execution started")
+	out := w.exec.Run(ctx, x, em)
+	if out.Interrupted() {
+		return w.handBack(ctx, out.Cause)
+	}
+
+	ev := contract.Event{Type: terminalEventType(out.Status), Error: out.Error}
+	if out.Status == contract.StatusCompleted {
+		ev.Outputs = flattenOutputs(out.Outputs)
+	}
+	if out.FailedNode != "" {
+		ev.NodeID = out.FailedNode
+	}
+	built := em.Build(ev)
+	result := &contract.Result{
+		ExecutionID: d.executionID, WorkflowID: d.workflowID, Status: out.Status,
+		Outputs: out.Outputs, Error: out.Error, FailedNode: out.FailedNode,
+	}
+	if err := w.store.PutResult(ctx, result); err != nil {
+		return w.handBack(ctx, err)
+	}
+	finished := time.Now().UTC()
+	st.Status, st.Error, st.UpdatedAt, st.FinishedAt, st.TerminalEvent = out.Status, out.Error, finished, &finished, &built
+	if _, err := w.store.PutStatus(ctx, st, d.statusRev); err != nil {
+		if errors.Is(err, kvstate.ErrConflict) {
+			log.Warn().Msg("another worker took over this execution; leaving its outcome to it")
+			return consumer.Outcome{Decision: consumer.Nak, Delay: w.cfg.Consumer.AckWait}
+		}
+		return w.handBack(ctx, err)
+	}
+	if err := em.Publish(ctx, &built); err != nil {
+		return w.handBack(ctx, err) // the redelivery finds the terminal status and publishes the event
+	}
+	ev2 := log.Info().Str("status", out.Status).Dur("duration", finished.Sub(now))
+	if out.Error != nil {
+		ev2 = ev2.Str("error_kind", out.Error.Kind).Str("error", out.Error.Message)
+	}
+	ev2.Msg("execution finished")
+	return consumer.Outcome{Decision: consumer.Ack}
+}
+
+// plan compiles the request's inline workflow or loads the deployed one.
+func (w *Worker) plan(ctx context.Context, req *contract.Request, version uint64) (*executor.Plan, error) {
+	if len(req.Workflow) > 0 {
+		return w.plans.inline(req.Workflow, req.WorkflowID)
+	}
+	return w.plans.deployed(ctx, req.WorkflowID, version)
+}
+
+// finishedBefore acknowledges a request whose execution already has a terminal
+// status, publishing its terminal event if a crash lost it.
+func (w *Worker) finishedBefore(ctx context.Context, d *delivery) consumer.Outcome {
+	ev := d.status.TerminalEvent
+	if ev != nil {
+		subject := w.subjects.Event(ev.BotID, ev.WorkflowID, ev.ExecutionID, ev.Type)
+		_, err := w.events.GetLastMsgForSubject(ctx, subject)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			err = w.pub.PublishEvent(ctx, ev)
+		}
+		if err != nil {
+			return w.handBack(ctx, err)
+		}
+	}
+	zerolog.Ctx(ctx).Info().Str("status", d.status.Status).Uint64("attempt", d.meta.NumDelivered).
+		Msg("request already executed; acknowledged without running it again")
+	return consumer.Outcome{Decision: consumer.Ack}
+}
+
+// lastEventSeq returns the sequence of the execution's last stored event, so that a
+// resumed execution numbers its events after it.
+func (w *Worker) lastEventSeq(ctx context.Context, d *delivery) (uint64, error) {
+	if d.status == nil {
+		return 0, nil
+	}
+	raw, err := w.events.GetLastMsgForSubject(ctx, w.subjects.EventFilter(d.botID, d.workflowID, d.executionID))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read last event of %s: %w", d.executionID, err)
+	}
+	var ev contract.Event
+	if err := json.Unmarshal(raw.Data, &ev); err != nil {
+		return 0, fmt.Errorf("decode last event of %s: %w", d.executionID, err)
+	}
+	return ev.Seq, nil
+}
+
+// handBack returns the request for a later delivery: at once when the worker is
+// shutting down, after a short delay when NATS was unreachable.
+func (w *Worker) handBack(ctx context.Context, cause error) consumer.Outcome {
+	log := zerolog.Ctx(ctx)
+	if ctx.Err() != nil {
+		log.Info().Err(context.Cause(ctx)).Msg("execution interrupted; handing the request back")
+		return consumer.Outcome{Decision: consumer.Nak}
+	}
+	log.Warn().Err(cause).Dur("retry_in", retryInfraDelay).Msg("execution could not be completed; handing the request back")
+	return consumer.Outcome{Decision: consumer.Nak, Delay: retryInfraDelay}
+}
+
+func terminalEventType(status string) string {
+	switch status {
+	case contract.StatusCompleted:
+		return contract.ExecutionCompleted
+	case contract.StatusHalted:
+		return contract.ExecutionHalted
+	}
+	return contract.ExecutionFailed
+}
+
+// flattenOutputs turns per-node outputs into an event's outputs object.
+func flattenOutputs(outputs map[string]map[string]any) map[string]any {
+	out := make(map[string]any, len(outputs))
+	for id, o := range outputs {
+		out[id] = o
+	}
+	return out
+}

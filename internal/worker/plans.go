@@ -1,0 +1,96 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"sync"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/executor"
+	"github.com/flowguard/flowguard/internal/kvstate"
+	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/workflow"
+)
+
+// maxCachedPlans bounds the cache of compiled deployed workflows.
+const maxCachedPlans = 1024
+
+// plans compiles workflow definitions and caches the deployed ones by version.
+type plans struct {
+	store    *kvstate.Store
+	registry *nodes.Registry
+
+	mu    sync.Mutex
+	cache map[planKey]*executor.Plan
+}
+
+type planKey struct {
+	id      string
+	version uint64
+}
+
+func newPlans(store *kvstate.Store, registry *nodes.Registry) *plans {
+	return &plans{store: store, registry: registry, cache: make(map[planKey]*executor.Plan)}
+}
+
+// deployed returns the plan of a deployed workflow: its latest version when version
+// is 0. A missing or invalid workflow is a *contract.Rejection; other errors are
+// transient.
+func (p *plans) deployed(ctx context.Context, id string, version uint64) (*executor.Plan, error) {
+	if version != 0 {
+		if plan := p.cached(planKey{id, version}); plan != nil {
+			return plan, nil
+		}
+	}
+	data, rev, err := p.store.Workflow(ctx, id, version)
+	if errors.Is(err, kvstate.ErrNotFound) {
+		return nil, contract.Reject(contract.KindUnknownWorkflow,
+			"workflow %q is not deployed: deploy it (publisher deploy FILE) or send the definition inline in the request's workflow field", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	key := planKey{id, rev}
+	if plan := p.cached(key); plan != nil {
+		return plan, nil
+	}
+	plan, err := p.compile(data, id, rev)
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.cache) >= maxCachedPlans {
+		clear(p.cache)
+	}
+	p.cache[key] = plan
+	return plan, nil
+}
+
+// inline compiles a definition sent in the request.
+func (p *plans) inline(raw json.RawMessage, id string) (*executor.Plan, error) {
+	return p.compile(raw, id, 0)
+}
+
+func (p *plans) cached(key planKey) *executor.Plan {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cache[key]
+}
+
+func (p *plans) compile(data []byte, id string, version uint64) (*executor.Plan, error) {
+	def, err := workflow.Parse(data)
+	if err != nil {
+		return nil, contract.Reject(contract.KindInvalidWorkflow, "%v", err)
+	}
+	if def.ID != id {
+		return nil, contract.Reject(contract.KindInvalidWorkflow,
+			"the definition's id %q differs from the requested workflow_id %q", def.ID, id)
+	}
+	runners, err := p.registry.Compile(def)
+	if err != nil {
+		return nil, contract.Reject(contract.KindInvalidWorkflow, "%v", err)
+	}
+	return executor.NewPlan(def, version, runners), nil
+}

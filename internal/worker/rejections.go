@@ -1,0 +1,104 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+
+	"github.com/rs/zerolog"
+
+	"github.com/flowguard/flowguard/internal/consumer"
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/executor"
+	"github.com/flowguard/flowguard/internal/kvstate"
+)
+
+// reject ends a request that can never run: an execution_rejected event, a dead
+// letter with the reason, a failed status when the request names a valid execution,
+// then an ack. Nothing is lost: the request itself is in the dead letter.
+func (w *Worker) reject(ctx context.Context, d *delivery, rej *contract.Rejection) consumer.Outcome {
+	zerolog.Ctx(ctx).Warn().Str("error_kind", rej.Kind).Str("reason", rej.Reason).Uint64("stream_seq", d.meta.Sequence.Stream).Msg("request rejected")
+	err := w.deadEnd(ctx, d, contract.ExecutionRejected, &contract.Error{Kind: rej.Kind, Message: rej.Reason})
+	if err != nil {
+		return w.handBack(ctx, err)
+	}
+	return consumer.Outcome{Decision: consumer.Ack}
+}
+
+// exhausted ends a request delivered more than MaxDeliver times (its workers kept
+// dying or failing to persist): dead letter, execution_failed, failed status, ack.
+func (w *Worker) exhausted(ctx context.Context, d *delivery) consumer.Outcome {
+	reason := fmt.Sprintf("request was delivered %d times without reaching a terminal state (max deliver %d); see the execution's events for what its attempts did",
+		d.meta.NumDelivered-1, w.cfg.Consumer.MaxDeliver)
+	zerolog.Ctx(ctx).Error().Uint64("deliveries", d.meta.NumDelivered-1).Msg("request out of deliveries, dead-lettered")
+	if err := w.deadEnd(ctx, d, contract.ExecutionFailed, &contract.Error{Kind: contract.KindMaxDeliveries, Message: reason}); err != nil {
+		return w.handBack(ctx, err)
+	}
+	return consumer.Outcome{Decision: consumer.Ack}
+}
+
+// deadEnd dead-letters a request and gives its execution a terminal failed status
+// and event of type evType. Each step is idempotent, so a redelivery may repeat it.
+func (w *Worker) deadEnd(ctx context.Context, d *delivery, evType string, cause *contract.Error) error {
+	dl := &contract.DeadLetter{
+		Kind: cause.Kind, Reason: cause.Message, Subject: d.msg.Subject(),
+		WorkflowID: d.workflowID, ExecutionID: d.executionID, CorrelationID: d.correlationID,
+		StreamSeq: d.meta.Sequence.Stream, Deliveries: d.meta.NumDelivered, Time: time.Now().UTC(),
+	}
+	data := d.msg.Data()
+	switch {
+	case len(data) > dlqPayloadLimit:
+		dl.Payload, dl.Truncated = truncateUTF8(data, dlqPayloadLimit), true
+	case json.Valid(data):
+		dl.Request = data
+	default:
+		dl.Payload = string(data)
+	}
+	if err := w.pub.DeadLetter(ctx, dl); err != nil {
+		return err
+	}
+
+	x := &executor.Execution{ID: d.executionID, WorkflowID: d.workflowID, CorrelationID: d.correlationID, BotID: d.botID}
+	if d.req != nil {
+		x.RequestID, x.StrategyID = d.req.RequestID, d.req.StrategyID
+	}
+	if x.BotID == contract.NoBot {
+		x.BotID = ""
+	}
+	lastSeq, err := w.lastEventSeq(ctx, d)
+	if err != nil {
+		return err
+	}
+	em := executor.NewEmitter(w.pub, x, lastSeq)
+	ev := em.Build(contract.Event{Type: evType, Error: cause, Reason: cause.Message})
+	if d.workflowID != contract.NoBot {
+		now := time.Now().UTC()
+		st := &contract.Status{
+			ExecutionID: d.executionID, WorkflowID: d.workflowID, RequestID: x.RequestID,
+			BotID: x.BotID, StrategyID: x.StrategyID, CorrelationID: d.correlationID,
+			Status: contract.StatusFailed, Attempt: int(d.meta.NumDelivered), WorkerID: w.cfg.WorkerID,
+			UpdatedAt: now, FinishedAt: &now, Error: cause, TerminalEvent: &ev,
+		}
+		if d.status != nil {
+			st.CreatedAt, st.WorkflowVersion = d.status.CreatedAt, d.status.WorkflowVersion
+		} else {
+			st.CreatedAt = &now
+		}
+		_, err := w.store.PutStatus(ctx, st, d.statusRev)
+		if err != nil && !errors.Is(err, kvstate.ErrConflict) {
+			return err
+		}
+	}
+	return em.Publish(ctx, &ev)
+}
+
+// truncateUTF8 returns at most n bytes of data as a string, cut at a rune boundary.
+func truncateUTF8(data []byte, n int) string {
+	for n > 0 && !utf8.RuneStart(data[n]) {
+		n--
+	}
+	return string(data[:n])
+}

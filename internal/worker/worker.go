@@ -1,0 +1,150 @@
+// Package worker wires a flowguard worker: it connects to NATS (or starts an
+// embedded server), provisions the streams and buckets, and consumes execution
+// requests: decode and validate, emergency gate, execute, persist, acknowledge.
+package worker
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync/atomic"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/flowguard/flowguard/internal/consumer"
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/embedded"
+	"github.com/flowguard/flowguard/internal/executor"
+	"github.com/flowguard/flowguard/internal/kvstate"
+	"github.com/flowguard/flowguard/internal/natsconn"
+	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/publish"
+)
+
+// Worker consumes execution requests and runs them.
+type Worker struct {
+	cfg      Config
+	log      zerolog.Logger
+	subjects contract.Subjects
+
+	js     jetstream.JetStream
+	events jetstream.Stream
+	// execStreamTag is FLOW_EXEC's creation time in base 36, part of generated execution ids.
+	execStreamTag string
+	store         *kvstate.Store
+	pub           *publish.Publisher
+	registry      *nodes.Registry
+	exec          *executor.Executor
+	plans         *plans
+
+	ready atomic.Bool
+}
+
+// New checks cfg and returns a worker; Run starts it.
+func New(cfg Config, log zerolog.Logger) (*Worker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	return &Worker{
+		cfg:      cfg,
+		log:      log.With().Str("worker_id", cfg.WorkerID).Logger(),
+		subjects: contract.Subjects{Prefix: cfg.Prefix},
+		registry: nodes.NewRegistry(),
+	}, nil
+}
+
+// Ready reports whether the worker is connected, provisioned and consuming.
+func (w *Worker) Ready() bool { return w.ready.Load() }
+
+// Run connects, provisions and handles requests until ctx ends, then shuts down
+// gracefully (see consumer.Consumer.Run) and returns.
+func (w *Worker) Run(ctx context.Context) error {
+	if w.cfg.NATS.URL == "" {
+		srv, err := w.startEmbedded()
+		if err != nil {
+			return err
+		}
+		defer srv.Shutdown()
+		w.cfg.NATS.URL = srv.ClientURL()
+	}
+	nc, err := natsconn.Connect(w.cfg.NATS, "flowguard-worker "+w.cfg.WorkerID, w.log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	if err := w.setup(ctx, nc); err != nil {
+		return err
+	}
+	cons, err := consumer.New(w.js, w.cfg.Consumer, w.handle, w.log)
+	if err != nil {
+		return err
+	}
+	w.ready.Store(true)
+	defer w.ready.Store(false)
+	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).Msg("worker started")
+	err = cons.Run(ctx)
+	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
+		w.log.Warn().Err(derr).Msg("drain connection")
+	}
+	w.log.Info().Msg("worker stopped")
+	return err
+}
+
+func (w *Worker) startEmbedded() (*server.Server, error) {
+	host, portText, err := net.SplitHostPort(w.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: %w; use host:port such as 127.0.0.1:4222", w.cfg.Listen, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil {
+		return nil, fmt.Errorf("listen address %q: port must be a number", w.cfg.Listen)
+	}
+	dir, err := filepath.Abs(w.cfg.DataDir)
+	if err == nil {
+		err = os.MkdirAll(dir, 0o750)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("data directory %q: %w", w.cfg.DataDir, err)
+	}
+	srv, err := embedded.Start(embedded.Options{Host: host, Port: port, StoreDir: dir, SyncAlways: w.cfg.SyncAlways})
+	if err != nil {
+		return nil, err
+	}
+	w.log.Info().Str("url", srv.ClientURL()).Str("data_dir", dir).Bool("sync_always", w.cfg.SyncAlways).Msg("embedded NATS server started")
+	return srv, nil
+}
+
+// setup provisions the streams and buckets and builds the worker's parts.
+func (w *Worker) setup(ctx context.Context, nc *nats.Conn) error {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return err
+	}
+	buckets, err := provision.Ensure(ctx, js, w.cfg.Provision)
+	if err != nil {
+		return fmt.Errorf("provision streams and buckets: %w", err)
+	}
+	events, err := js.Stream(ctx, contract.StreamEvents)
+	if err != nil {
+		return fmt.Errorf("open stream %s: %w", contract.StreamEvents, err)
+	}
+	execStream, err := js.Stream(ctx, contract.StreamExec)
+	if err != nil {
+		return fmt.Errorf("open stream %s: %w", contract.StreamExec, err)
+	}
+	w.execStreamTag = strconv.FormatInt(execStream.CachedInfo().Created.Unix(), 36)
+	w.js = js
+	w.events = events
+	w.store = kvstate.New(buckets.State, buckets.Workflows)
+	w.pub = publish.New(js, w.subjects)
+	w.exec = executor.New(w.store, nil, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes})
+	w.plans = newPlans(w.store, w.registry)
+	return nil
+}
