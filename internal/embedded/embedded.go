@@ -5,6 +5,8 @@ package embedded
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -30,6 +32,13 @@ func Start(o Options) (*server.Server, error) {
 	if o.StoreDir == "" {
 		return nil, errors.New("embedded server: a store directory is required")
 	}
+	if o.Port > 0 { // fail fast with a clear message when the port is taken
+		l, err := net.Listen("tcp", net.JoinHostPort(o.Host, strconv.Itoa(o.Port)))
+		if err != nil {
+			return nil, fmt.Errorf("embedded server cannot listen on %s:%d: %w; stop what uses the port or choose another with --listen", o.Host, o.Port, err)
+		}
+		l.Close()
+	}
 	opts := &server.Options{
 		ServerName: "flowguard-embedded",
 		Host:       o.Host,
@@ -48,7 +57,7 @@ func Start(o Options) (*server.Server, error) {
 	go s.Start()
 	if !s.ReadyForConnections(15 * time.Second) {
 		s.Shutdown()
-		return nil, fmt.Errorf("embedded server did not become ready on %s:%d within 15s; is the port free? choose another with --listen", o.Host, o.Port)
+		return nil, fmt.Errorf("embedded server did not become ready on %s:%d within 15s; check that the store directory %s is writable", o.Host, o.Port, o.StoreDir)
 	}
 	return s, nil
 }

@@ -1,0 +1,358 @@
+package executor
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/workflow"
+)
+
+// memCheckpoints is an in-memory Checkpointer.
+type memCheckpoints struct {
+	mu  sync.Mutex
+	cps map[string]*contract.Checkpoint
+}
+
+func (m *memCheckpoints) PutCheckpoint(_ context.Context, _, _ string, cp *contract.Checkpoint) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.cps == nil {
+		m.cps = map[string]*contract.Checkpoint{}
+	}
+	m.cps[cp.NodeID] = cp
+	return nil
+}
+
+func (m *memCheckpoints) Checkpoints(context.Context, string, string) (map[string]*contract.Checkpoint, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return maps.Clone(m.cps), nil
+}
+
+// recorder is an EventPublisher that keeps events in memory.
+type recorder struct {
+	mu     sync.Mutex
+	events []contract.Event
+}
+
+func (r *recorder) PublishEvent(_ context.Context, ev *contract.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, *ev)
+	return nil
+}
+
+func (r *recorder) types() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.events {
+		s := e.Type
+		if e.NodeID != "" {
+			s += ":" + e.NodeID
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// script is a node type whose nodes run functions chosen by node id.
+type script map[string]func(ctx context.Context, in nodes.Input) (nodes.Result, error)
+
+func (s script) Compile(n workflow.Node) (nodes.Runner, error) {
+	fn, ok := s[n.ID]
+	if !ok {
+		fn = func(context.Context, nodes.Input) (nodes.Result, error) {
+			return nodes.Result{Outputs: map[string]any{"ok": true}}, nil
+		}
+	}
+	return runnerFunc(fn), nil
+}
+
+type runnerFunc func(ctx context.Context, in nodes.Input) (nodes.Result, error)
+
+func (f runnerFunc) Run(ctx context.Context, in nodes.Input) (nodes.Result, error) { return f(ctx, in) }
+
+// node is a shorthand for a workflow node of the script type.
+func node(id string, deps ...string) workflow.Node {
+	return workflow.Node{ID: id, Type: "script", DependsOn: deps}
+}
+
+func plan(t *testing.T, s script, def *workflow.Definition) *Plan {
+	t.Helper()
+	if def.ID == "" {
+		def.ID = "wf"
+	}
+	if err := def.Check(); err != nil {
+		t.Fatal(err)
+	}
+	reg := nodes.NewRegistry()
+	reg.Register("script", s)
+	runners, err := reg.Compile(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewPlan(def, 1, runners)
+}
+
+type fixture struct {
+	cps *memCheckpoints
+	rec *recorder
+	e   *Executor
+}
+
+func newFixture(guard Guard, maxParallel int) *fixture {
+	f := &fixture{cps: &memCheckpoints{}, rec: &recorder{}}
+	f.e = New(f.cps, guard, Config{MaxParallelNodes: maxParallel})
+	return f
+}
+
+func (f *fixture) run(ctx context.Context, p *Plan, resume bool) Outcome {
+	x := &Execution{ID: "x1", WorkflowID: p.Def.ID, CorrelationID: "c1", Inputs: map[string]any{"n": 2.0}, Plan: p, Resume: resume}
+	return f.e.Run(ctx, x, NewEmitter(f.rec, x, 0))
+}
+
+func fail(kind string) func(context.Context, nodes.Input) (nodes.Result, error) {
+	return func(context.Context, nodes.Input) (nodes.Result, error) {
+		return nodes.Result{}, nodes.Permanent(kind, errors.New("boom"))
+	}
+}
+
+func TestNodeSeesOutputsOfItsAncestorsOnly(t *testing.T) {
+	var seen map[string]map[string]any
+	s := script{
+		"a": func(context.Context, nodes.Input) (nodes.Result, error) {
+			return nodes.Result{Outputs: map[string]any{"v": 1}}, nil
+		},
+		"c": func(_ context.Context, in nodes.Input) (nodes.Result, error) {
+			seen = in.Env.Nodes
+			return nodes.Result{}, nil
+		},
+	}
+	f := newFixture(nil, 0)
+	out := f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("a"), node("b", "a"), node("c", "b"), node("other")}}), false)
+	if out.Status != contract.StatusCompleted {
+		t.Fatalf("outcome %+v", out)
+	}
+	if _, ok := seen["a"]; !ok || len(seen) != 2 {
+		t.Errorf("node c saw %v, want outputs of a and b only", seen)
+	}
+}
+
+func TestFalseConditionSkipsDependentsTransitively(t *testing.T) {
+	s := script{"gate": func(context.Context, nodes.Input) (nodes.Result, error) {
+		return nodes.Result{Outputs: map[string]any{"result": false}, Skip: "condition is false"}, nil
+	}}
+	f := newFixture(nil, 0)
+	out := f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{
+		node("gate"), node("act", "gate"), node("after", "act"), node("free"),
+	}}), false)
+	if out.Status != contract.StatusCompleted {
+		t.Fatalf("outcome %+v", out)
+	}
+	types := f.rec.types()
+	for _, want := range []string{"node_skipped:act", "node_skipped:after", "node_completed:free", "node_completed:gate"} {
+		if !slices.Contains(types, want) {
+			t.Errorf("events %v lack %s", types, want)
+		}
+	}
+	if slices.Contains(types, "node_started:act") {
+		t.Errorf("a skipped node started: %v", types)
+	}
+	if f.cps.cps["after"].State != contract.NodeStateSkipped {
+		t.Errorf("skipped node not checkpointed as skipped: %+v", f.cps.cps["after"])
+	}
+}
+
+func TestFailedNodeFailsTheExecutionAndStopsSiblings(t *testing.T) {
+	var siblingCanceled atomic.Bool
+	s := script{
+		"bad": fail("exchange_error"),
+		"slow": func(ctx context.Context, _ nodes.Input) (nodes.Result, error) {
+			<-ctx.Done()
+			siblingCanceled.Store(true)
+			return nodes.Result{}, ctx.Err()
+		},
+	}
+	f := newFixture(nil, 0)
+	out := f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("slow"), node("bad"), node("never", "bad")}}), false)
+	if out.Status != contract.StatusFailed || out.FailedNode != "bad" || out.Error.Kind != "exchange_error" {
+		t.Fatalf("outcome %+v", out)
+	}
+	if !siblingCanceled.Load() {
+		t.Error("the running sibling was not canceled")
+	}
+	types := f.rec.types()
+	if slices.Contains(types, "node_started:never") {
+		t.Errorf("a dependent of the failed node started: %v", types)
+	}
+	var slowFailed *contract.Event
+	for i := range f.rec.events {
+		if e := f.rec.events[i]; e.Type == contract.NodeFailed && e.NodeID == "slow" {
+			slowFailed = &e
+		}
+	}
+	if slowFailed == nil || slowFailed.Error.Kind != contract.KindCanceled || !strings.Contains(slowFailed.Error.Message, "bad") {
+		t.Errorf("stopped sibling event = %+v", slowFailed)
+	}
+}
+
+func TestContinueOnErrorSkipsDependentsAndCompletes(t *testing.T) {
+	s := script{"optional": fail("webhook_error")}
+	def := &workflow.Definition{Nodes: []workflow.Node{node("optional"), node("notify", "optional"), node("main")}}
+	def.Nodes[0].ContinueOnError = true
+	f := newFixture(nil, 0)
+	out := f.run(context.Background(), plan(t, s, def), false)
+	if out.Status != contract.StatusCompleted {
+		t.Fatalf("outcome %+v", out)
+	}
+	types := f.rec.types()
+	if !slices.Contains(types, "node_failed:optional") || !slices.Contains(types, "node_skipped:notify") || !slices.Contains(types, "node_completed:main") {
+		t.Errorf("events %v", types)
+	}
+}
+
+func TestNodeTimeoutFailsWithKindTimeout(t *testing.T) {
+	s := script{"slow": func(ctx context.Context, _ nodes.Input) (nodes.Result, error) {
+		<-ctx.Done()
+		return nodes.Result{}, ctx.Err()
+	}}
+	def := &workflow.Definition{Nodes: []workflow.Node{node("slow")}}
+	def.Nodes[0].Timeout = workflow.Duration(20 * time.Millisecond)
+	f := newFixture(nil, 0)
+	out := f.run(context.Background(), plan(t, s, def), false)
+	if out.Status != contract.StatusFailed || out.Error.Kind != contract.KindTimeout || !strings.Contains(out.Error.Message, "20ms") {
+		t.Fatalf("outcome %+v", out)
+	}
+}
+
+func TestWorkflowTimeoutFailsTheExecution(t *testing.T) {
+	s := script{"slow": func(ctx context.Context, _ nodes.Input) (nodes.Result, error) {
+		<-ctx.Done()
+		return nodes.Result{}, context.Cause(ctx)
+	}}
+	def := &workflow.Definition{Timeout: workflow.Duration(30 * time.Millisecond), Nodes: []workflow.Node{node("slow")}}
+	f := newFixture(nil, 0)
+	out := f.run(context.Background(), plan(t, s, def), false)
+	if out.Status != contract.StatusFailed || out.Error.Kind != contract.KindTimeout || !strings.Contains(out.Error.Message, "workflow timed out") {
+		t.Fatalf("outcome %+v", out)
+	}
+	if types := f.rec.types(); !slices.Contains(types, "node_failed:slow") {
+		t.Errorf("the interrupted node has no node_failed: %v", types)
+	}
+}
+
+func TestMaxParallelNodesBoundsConcurrency(t *testing.T) {
+	var running, peak atomic.Int32
+	busy := func(context.Context, nodes.Input) (nodes.Result, error) {
+		n := running.Add(1)
+		for {
+			p := peak.Load()
+			if n <= p || peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+		time.Sleep(5 * time.Millisecond) // simulated work: holds the slot so that any overlap shows
+		running.Add(-1)
+		return nodes.Result{}, nil
+	}
+	s := script{"a": busy, "b": busy, "c": busy, "d": busy}
+	f := newFixture(nil, 2)
+	out := f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("a"), node("b"), node("c"), node("d")}}), false)
+	if out.Status != contract.StatusCompleted {
+		t.Fatalf("outcome %+v", out)
+	}
+	if p := peak.Load(); p > 2 {
+		t.Errorf("%d nodes ran at once, bound is 2", p)
+	}
+}
+
+func TestResumeRestoresCheckpointsWithoutRerunning(t *testing.T) {
+	var runs sync.Map
+	count := func(id string) func(context.Context, nodes.Input) (nodes.Result, error) {
+		return func(_ context.Context, in nodes.Input) (nodes.Result, error) {
+			v, _ := runs.LoadOrStore(id, new(atomic.Int32))
+			v.(*atomic.Int32).Add(1)
+			return nodes.Result{Outputs: map[string]any{"from": id, "saw": len(in.Env.Nodes)}}, nil
+		}
+	}
+	s := script{"a": count("a"), "b": count("b"), "c": count("c")}
+	p := plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("a"), node("b", "a"), node("c", "b")}})
+	f := newFixture(nil, 0)
+	_ = f.cps.PutCheckpoint(context.Background(), "wf", "x1", &contract.Checkpoint{NodeID: "a", State: contract.NodeStateCompleted, Outputs: map[string]any{"from": "checkpoint"}})
+
+	out := f.run(context.Background(), p, true)
+	if out.Status != contract.StatusCompleted {
+		t.Fatalf("outcome %+v", out)
+	}
+	if _, ran := runs.Load("a"); ran {
+		t.Error("a restored node ran again")
+	}
+	if out.Outputs["a"]["from"] != "checkpoint" || out.Outputs["c"]["saw"] != 2 {
+		t.Errorf("outputs %v", out.Outputs)
+	}
+	first := f.rec.events[0]
+	if first.Type != contract.ExecutionStarted || !first.Resumed || !slices.Equal(first.RestoredNodes, []string{"a"}) {
+		t.Errorf("first event %+v", first)
+	}
+}
+
+// haltGuard halts every watched execution when trip is closed.
+type haltGuard struct{ trip chan struct{} }
+
+func (g *haltGuard) CanOperate(*Execution) error { return nil }
+
+func (g *haltGuard) Watch(_ *Execution, cancel context.CancelCauseFunc) func() {
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-g.trip:
+			cancel(&contract.HaltError{Scope: "global", Reason: "operator"})
+		case <-stop:
+		}
+	}()
+	return func() { close(stop) }
+}
+
+func TestHaltInterruptsARunningNode(t *testing.T) {
+	g := &haltGuard{trip: make(chan struct{})}
+	s := script{"long": func(ctx context.Context, _ nodes.Input) (nodes.Result, error) {
+		close(g.trip) // the halt arrives while the node runs
+		<-ctx.Done()
+		return nodes.Result{}, context.Cause(ctx)
+	}}
+	f := newFixture(g, 0)
+	out := f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("long"), node("next", "long")}}), false)
+	if out.Status != contract.StatusHalted || out.Error.Kind != contract.KindHalted || !strings.Contains(out.Error.Message, "operator") {
+		t.Fatalf("outcome %+v", out)
+	}
+	if types := f.rec.types(); slices.Contains(types, "node_started:next") || !slices.Contains(types, "node_failed:long") {
+		t.Errorf("events %v", types)
+	}
+}
+
+func TestCanceledContextInterruptsWithoutTerminalState(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	s := script{"long": func(c context.Context, _ nodes.Input) (nodes.Result, error) {
+		cancel() // the worker shuts down
+		<-c.Done()
+		return nodes.Result{}, c.Err()
+	}}
+	f := newFixture(nil, 0)
+	out := f.run(ctx, plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("long")}}), false)
+	if !out.Interrupted() {
+		t.Fatalf("outcome %+v, want interrupted", out)
+	}
+	if _, ok := f.cps.cps["long"]; ok {
+		t.Error("an interrupted node was checkpointed")
+	}
+}

@@ -1,0 +1,80 @@
+package provision
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/natstest"
+)
+
+func TestEnsureIsIdempotent(t *testing.T) {
+	js := natstest.JetStream(t, natstest.Start(t).URL())
+	ctx := context.Background()
+	for i := range 2 {
+		b, err := Ensure(ctx, js, Config{})
+		if err != nil {
+			t.Fatalf("run %d: %v", i+1, err)
+		}
+		if _, err := b.State.Put(ctx, "k", []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{contract.StreamExec, contract.StreamEvents, contract.StreamEmergency, contract.StreamOrders, contract.StreamDLQ} {
+		if _, err := js.Stream(ctx, name); err != nil {
+			t.Errorf("stream %s: %v", name, err)
+		}
+	}
+}
+
+func TestEnsureReportsConflictsWithoutChangingThem(t *testing.T) {
+	js := natstest.JetStream(t, natstest.Start(t).URL())
+	ctx := context.Background()
+	// Someone created FLOW_EXEC with limits retention and another dedupe window.
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: contract.StreamExec, Subjects: []string{"flow.exec.>"}, Duplicates: time.Minute,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Ensure(ctx, js, Config{})
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("err = %v, want ErrConflict", err)
+	}
+	for _, want := range []string{"FLOW_EXEC", "retention is Limits, flowguard wants WorkQueue", "duplicate window is 1m0s, flowguard wants 10m0s", "nats stream edit"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	s, err := js.Stream(ctx, contract.StreamExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := s.CachedInfo().Config; cfg.Retention != jetstream.LimitsPolicy || cfg.Duplicates != time.Minute {
+		t.Errorf("the existing stream was changed: %+v", cfg)
+	}
+}
+
+func TestEnsureReportsBucketConflicts(t *testing.T) {
+	js := natstest.JetStream(t, natstest.Start(t).URL())
+	ctx := context.Background()
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: contract.BucketState, History: 5}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Ensure(ctx, js, Config{})
+	if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), "history is 5, flowguard wants 1") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestEnsureExplainsReplicasAServerCannotPlace(t *testing.T) {
+	js := natstest.JetStream(t, natstest.Start(t).URL())
+	_, err := Ensure(context.Background(), js, Config{Replicas: 3})
+	if err == nil || !strings.Contains(err.Error(), "cannot place 3 replicas") {
+		t.Fatalf("err = %v", err)
+	}
+}

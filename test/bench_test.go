@@ -1,0 +1,95 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/worker"
+)
+
+const benchWorkflow = `{"id": "bench3", "nodes": [
+  {"id": "a", "type": "transform", "config": {"outputs": {"x": "inputs.n + 1"}}},
+  {"id": "b", "type": "transform", "depends_on": ["a"], "config": {"outputs": {"x": "nodes.a.x * 2"}}},
+  {"id": "c", "type": "transform", "depends_on": ["b"], "config": {"outputs": {"x": "nodes.b.x - 1"}}}
+]}`
+
+// BenchmarkEndToEnd runs a 3-node transform workflow on one worker against an
+// embedded server, measuring the latency from publishing a request to receiving its
+// execution_completed event. "latency" sends one request at a time (the latency of
+// an idle system); "burst-cN" publishes all requests at once to a worker of
+// concurrency N (throughput; latencies then include queueing).
+func BenchmarkEndToEnd(b *testing.B) {
+	b.Run("latency", func(b *testing.B) { benchEndToEnd(b, 1, true) })
+	for _, concurrency := range []int{1, 16, 64} {
+		b.Run(fmt.Sprintf("burst-c%d", concurrency), func(b *testing.B) { benchEndToEnd(b, concurrency, false) })
+	}
+}
+
+func benchEndToEnd(b *testing.B, concurrency int, oneAtATime bool) {
+	h := newHarness(b)
+	h.startWorker("bench", func(c *worker.Config) { c.Consumer.Concurrency = concurrency })
+	h.deploy(benchWorkflow)
+
+	var mu sync.Mutex
+	sent := make(map[string]time.Time, b.N)
+	latencies := make([]time.Duration, 0, b.N)
+	done := make(chan struct{})
+	each := make(chan struct{}, 1) // one execution completed
+	sub, err := h.nc.Subscribe("flow.events.*.bench3.*.execution_completed", func(m *nats.Msg) {
+		var ev contract.Event
+		if json.Unmarshal(m.Data, &ev) != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if t0, ok := sent[ev.ExecutionID]; ok {
+			latencies = append(latencies, time.Since(t0))
+			delete(sent, ev.ExecutionID)
+			select {
+			case each <- struct{}{}:
+			default:
+			}
+			if len(latencies) == b.N {
+				close(done)
+			}
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+
+	b.ResetTimer()
+	start := time.Now()
+	for i := range b.N {
+		id := fmt.Sprintf("b%d-%d", concurrency, i)
+		mu.Lock()
+		sent[id] = time.Now()
+		mu.Unlock()
+		h.submit(&contract.Request{WorkflowID: "bench3", RequestID: id, Inputs: map[string]any{"n": i}})
+		if oneAtATime {
+			<-each
+		}
+	}
+	select {
+	case <-done:
+	case <-time.After(2 * time.Minute):
+		b.Fatalf("only %d of %d executions completed", len(latencies), b.N)
+	}
+	elapsed := time.Since(start)
+	b.StopTimer()
+	slices.Sort(latencies)
+	pct := func(p float64) float64 {
+		return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "exec/s")
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
+}

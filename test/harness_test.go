@@ -1,0 +1,241 @@
+// Package test holds flowguard's integration, process and container tests. The
+// integration tests run workers in the test process against a real nats-server
+// started on a random port.
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/flowguard/flowguard/internal/client"
+	"github.com/flowguard/flowguard/internal/consumer"
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/kvstate"
+	"github.com/flowguard/flowguard/internal/natstest"
+	"github.com/flowguard/flowguard/internal/worker"
+)
+
+// harness is one test's NATS server, client and workers.
+type harness struct {
+	t      testing.TB
+	srv    *natstest.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	client *client.Client
+	ctx    context.Context
+}
+
+func newHarness(t testing.TB) *harness {
+	t.Helper()
+	srv := natstest.Start(t)
+	nc := natstest.Connect(t, srv.URL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := client.New(nc, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	return &harness{t: t, srv: srv, nc: nc, js: js, client: cl, ctx: ctx}
+}
+
+// testLogger logs to the test output when FLOWGUARD_TEST_LOG is set.
+func testLogger(t testing.TB) zerolog.Logger {
+	if os.Getenv("FLOWGUARD_TEST_LOG") == "" {
+		return zerolog.Nop()
+	}
+	return zerolog.New(zerolog.NewTestWriter(t)).With().Timestamp().Logger()
+}
+
+// startWorker runs a worker in the test process until the returned stop is called
+// (or the test ends) and waits until it consumes.
+func (h *harness) startWorker(id string, mutate func(*worker.Config)) (stop func()) {
+	h.t.Helper()
+	cfg := worker.Config{WorkerID: id}
+	cfg.NATS.URL = h.srv.URL()
+	cfg.Consumer = consumer.Config{ShutdownGrace: 5 * time.Second}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	w, err := worker.New(cfg, testLogger(h.t).With().Str("worker", id).Logger())
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := w.Run(ctx); err != nil {
+			h.t.Errorf("worker %s: %v", id, err)
+		}
+	}()
+	natstest.WaitFor(h.t, 10*time.Second, func() error {
+		if !w.Ready() {
+			return errors.New("worker not ready")
+		}
+		return nil
+	})
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	h.t.Cleanup(stop)
+	return stop
+}
+
+func (h *harness) deploy(def string) {
+	h.t.Helper()
+	if _, _, err := h.client.Deploy(h.ctx, []byte(def)); err != nil {
+		h.t.Fatalf("deploy: %v", err)
+	}
+}
+
+func (h *harness) submit(req *contract.Request) string {
+	h.t.Helper()
+	id, err := h.client.Submit(h.ctx, req)
+	if err != nil {
+		h.t.Fatalf("submit: %v", err)
+	}
+	return id
+}
+
+// publishRaw publishes bytes to a subject of FLOW_EXEC, as any NATS client could.
+func (h *harness) publishRaw(subject string, data []byte, header nats.Header) uint64 {
+	h.t.Helper()
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	for k, v := range header {
+		msg.Header[k] = v
+	}
+	ack, err := h.js.PublishMsg(h.ctx, msg)
+	if err != nil {
+		h.t.Fatalf("publish to %s: %v", subject, err)
+	}
+	return ack.Sequence
+}
+
+// waitStatus waits until the execution has a terminal status and returns it.
+func (h *harness) waitStatus(workflowID, executionID string, within time.Duration) *contract.Status {
+	h.t.Helper()
+	var st *contract.Status
+	natstest.WaitFor(h.t, within, func() error {
+		var err error
+		st, err = h.client.Status(h.ctx, workflowID, executionID)
+		if err != nil {
+			return err
+		}
+		if !contract.IsTerminalStatus(st.Status) {
+			return fmt.Errorf("status is %s", st.Status)
+		}
+		return nil
+	})
+	return st
+}
+
+// messages returns every message of a stream matching filter, oldest first.
+func (h *harness) messages(stream, filter string) []jetstream.Msg {
+	h.t.Helper()
+	cons, err := h.js.OrderedConsumer(h.ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	if err != nil {
+		h.t.Fatalf("read %s: %v", stream, err)
+	}
+	info, err := h.js.Stream(h.ctx, stream)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	var out []jetstream.Msg
+	if info.CachedInfo().State.Msgs == 0 {
+		return nil
+	}
+	for {
+		batch, err := cons.FetchNoWait(500)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		var pending uint64
+		n := 0
+		for m := range batch.Messages() {
+			out = append(out, m)
+			meta, _ := m.Metadata()
+			pending = meta.NumPending
+			n++
+		}
+		if err := batch.Error(); err != nil {
+			h.t.Fatalf("read %s: %v", stream, err)
+		}
+		if n == 0 || pending == 0 {
+			return out
+		}
+	}
+}
+
+// events returns the stored events of an execution, in stream order.
+func (h *harness) events(workflowID, executionID string) []contract.Event {
+	h.t.Helper()
+	var evs []contract.Event
+	for _, m := range h.messages(contract.StreamEvents, contract.Subjects{Prefix: "flow"}.EventFilter("", workflowID, executionID)) {
+		var ev contract.Event
+		if err := json.Unmarshal(m.Data(), &ev); err != nil {
+			h.t.Fatalf("decode event: %v", err)
+		}
+		evs = append(evs, ev)
+	}
+	return evs
+}
+
+// deadLetters returns every dead letter.
+func (h *harness) deadLetters() []contract.DeadLetter {
+	h.t.Helper()
+	var out []contract.DeadLetter
+	for _, m := range h.messages(contract.StreamDLQ, "flow.dlq.>") {
+		var dl contract.DeadLetter
+		if err := json.Unmarshal(m.Data(), &dl); err != nil {
+			h.t.Fatalf("decode dead letter: %v", err)
+		}
+		out = append(out, dl)
+	}
+	return out
+}
+
+// stateKV opens the flow_state bucket.
+func (h *harness) stateKV() jetstream.KeyValue {
+	h.t.Helper()
+	kv, err := h.js.KeyValue(h.ctx, contract.BucketState)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return kv
+}
+
+// store opens typed access to the buckets.
+func (h *harness) store() *kvstate.Store {
+	h.t.Helper()
+	wf, err := h.js.KeyValue(h.ctx, contract.BucketWorkflows)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return kvstate.New(h.stateKV(), wf)
+}
+
+func eventTypes(evs []contract.Event) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.Type
+		if e.NodeID != "" {
+			out[i] += ":" + e.NodeID
+		}
+	}
+	return out
+}

@@ -1,0 +1,181 @@
+package test
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/flowguard/flowguard/internal/natstest"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// binaries builds cmd/worker and cmd/publisher once per test run.
+func binaries(t testing.TB) (worker, publisher string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		binDir, buildErr = os.MkdirTemp("", "flowguard-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-race", "-o", binDir+"/", "../cmd/worker", "../cmd/publisher")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(binDir, "worker"), filepath.Join(binDir, "publisher")
+}
+
+// proc is a process started by a test.
+type proc struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+	err  error
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// start runs a binary until it exits or the test ends (then it is killed).
+func start(t testing.TB, bin string, args ...string) *proc {
+	t.Helper()
+	p := &proc{cmd: exec.Command(bin, args...), out: &lockedBuffer{}, done: make(chan struct{})}
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		_ = p.cmd.Process.Kill()
+		<-p.done
+		if t.Failed() {
+			t.Logf("%s output:\n%s", filepath.Base(bin), p.out.String())
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(t testing.TB, within time.Duration) int {
+	t.Helper()
+	select {
+	case <-p.done:
+	case <-time.After(within):
+		t.Fatalf("process did not exit within %s; output:\n%s", within, p.out.String())
+	}
+	var ee *exec.ExitError
+	if errors.As(p.err, &ee) {
+		return ee.ExitCode()
+	}
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	return 0
+}
+
+// signal sends sig to the process.
+func (p *proc) signal(t testing.TB, sig syscall.Signal) {
+	t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freePort returns a TCP port free at the time of the call.
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestCommandsEndToEnd runs the worker binary with its embedded server and drives
+// it with the publisher binary, as the README's quickstart does.
+func TestCommandsEndToEnd(t *testing.T) {
+	workerBin, publisherBin := binaries(t)
+	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	w := start(t, workerBin, "--listen", strings.TrimPrefix(url, "nats://"), "--data-dir", t.TempDir(), "--log-format", "json")
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if !strings.Contains(w.out.String(), "consumer bound") {
+			return errors.New("worker not consuming yet")
+		}
+		return nil
+	})
+	publisher := func(args ...string) (int, string) {
+		p := start(t, publisherBin, append([]string{"--nats-url", url}, args...)...)
+		code := p.wait(t, 30*time.Second)
+		return code, p.out.String()
+	}
+
+	if code, out := publisher("deploy", "../examples/workflows/price-check.json"); code != 0 || !strings.Contains(out, "deployed workflow price-check") {
+		t.Fatalf("deploy: exit %d\n%s", code, out)
+	}
+	if code, out := publisher("deploy", "--dry-run", "../examples/workflows/price-check.request.json"); code != 1 || !strings.Contains(out, "missing properties") {
+		t.Errorf("deploying a request file: exit %d\n%s", code, out)
+	}
+
+	code, out := publisher("run", "price-check", "--file", "../examples/workflows/price-check.request.json", "--request-id", "cli-1", "--wait")
+	if code != 0 || !strings.Contains(out, "execution_completed") || !strings.Contains(out, "node=limit_price") {
+		t.Fatalf("run --wait: exit %d\n%s", code, out)
+	}
+	code, out = publisher("run", "price-check", "--bot", "b1", "-i", "bid=oops", "-i", "ask=1", "-i", "max_spread_bps=1", "-i", "edge_bps=1", "-i", "symbol=X", "--wait")
+	if code != 1 || !strings.Contains(out, "execution failed: expression") {
+		t.Errorf("a failing execution: exit %d\n%s", code, out)
+	}
+	code, out = publisher("run", "not-deployed", "--wait")
+	if code != 3 || !strings.Contains(out, "unknown_workflow") {
+		t.Errorf("a rejected request: exit %d\n%s", code, out)
+	}
+
+	code, out = publisher("status", "cli-1")
+	if code != 0 || !strings.Contains(out, "completed") || !strings.Contains(out, "exec_price-check_cli-1") {
+		t.Errorf("status: exit %d\n%s", code, out)
+	}
+	code, out = publisher("status", "--workflow", "price-check", "--json")
+	if code != 0 || !strings.Contains(out, `"status": "failed"`) {
+		t.Errorf("status of the latest execution: exit %d\n%s", code, out)
+	}
+	code, out = publisher("status", "nope")
+	if code != 1 || !strings.Contains(out, "no execution nope") {
+		t.Errorf("status of an unknown execution: exit %d\n%s", code, out)
+	}
+
+	w.signal(t, syscall.SIGTERM)
+	if code := w.wait(t, 30*time.Second); code != 0 {
+		t.Errorf("worker exited %d on SIGTERM", code)
+	}
+}
