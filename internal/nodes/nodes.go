@@ -116,3 +116,11 @@ func decodeConfig(raw json.RawMessage, into any) error {
 	}
 	return nil
 }
+
+// Provider is implemented by runners that call an outside service (an exchange, a
+// market-data API, a NATS service). Their attempts run under the resilience chain:
+// per-attempt timeout, retry of transient errors, and the circuit breaker of the
+// named provider, shared by every execution of the worker.
+type Provider interface {
+	Provider() string
+}
