@@ -31,6 +31,9 @@ const (
 	Status           = "status"
 	Result           = "result"
 	Checkpoint       = "checkpoint"
+	OrderIntent      = "order-intent"
+	RiskLimits       = "risk-limits"
+	RiskMetrics      = "risk-metrics"
 )
 
 const baseURL = "https://flowguard.dev/schemas/"

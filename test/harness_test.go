@@ -63,6 +63,12 @@ func testLogger(t testing.TB) zerolog.Logger {
 // startWorker runs a worker in the test process until the returned stop is called
 // (or the test ends) and waits until it consumes.
 func (h *harness) startWorker(id string, mutate func(*worker.Config)) (stop func()) {
+	_, stop = h.startWorkerObj(id, mutate)
+	return stop
+}
+
+// startWorkerObj is startWorker, also returning the worker.
+func (h *harness) startWorkerObj(id string, mutate func(*worker.Config)) (w *worker.Worker, stop func()) {
 	h.t.Helper()
 	cfg := worker.Config{WorkerID: id}
 	cfg.NATS.URL = h.srv.URL()
@@ -92,7 +98,32 @@ func (h *harness) startWorker(id string, mutate func(*worker.Config)) (stop func
 	var once sync.Once
 	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
 	h.t.Cleanup(stop)
-	return stop
+	return w, stop
+}
+
+// command publishes an emergency command with the publisher's client.
+func (h *harness) command(scope, action, reason string) {
+	h.t.Helper()
+	if _, err := h.client.Emergency(h.ctx, scope, contract.EmergencyCommand{Action: action, Reason: reason, IssuedBy: "test"}); err != nil {
+		h.t.Fatalf("%s %s: %v", action, scope, err)
+	}
+}
+
+// waitEvent waits until an execution has an event of type typ (for node nodeID
+// when not empty) and returns it.
+func (h *harness) waitEvent(workflowID, executionID, typ, nodeID string, within time.Duration) contract.Event {
+	h.t.Helper()
+	var found contract.Event
+	natstest.WaitFor(h.t, within, func() error {
+		for _, ev := range h.events(workflowID, executionID) {
+			if ev.Type == typ && (nodeID == "" || ev.NodeID == nodeID) {
+				found = ev
+				return nil
+			}
+		}
+		return fmt.Errorf("no %s %s event for %s yet", typ, nodeID, executionID)
+	})
+	return found
 }
 
 func (h *harness) deploy(def string) {

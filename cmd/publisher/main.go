@@ -35,6 +35,13 @@ type cli struct {
 	Run    runCmd    `cmd:"" help:"Publish an execution request; with --wait, follow it to the end."`
 	Events eventsCmd `cmd:"" help:"Print lifecycle events as they happen."`
 	Status statusCmd `cmd:"" help:"Print an execution's status and result from KV."`
+
+	Halt      haltCmd      `cmd:"" help:"Halt a scope: running executions it covers stop at once, new ones are refused, no order goes out."`
+	Pause     pauseCmd     `cmd:"" help:"Pause a scope: workflows run, only reduce-only orders go out."`
+	Resume    resumeCmd    `cmd:"" help:"Resume a halted or paused scope."`
+	Emergency emergencyCmd `cmd:"" help:"Emergency state and its audit trail."`
+	Risk      riskCmd      `cmd:"" help:"Risk limits and metrics."`
+	Orders    ordersCmd    `cmd:"" help:"Print order intents as they are placed."`
 }
 
 // env is what every command gets.

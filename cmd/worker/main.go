@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -13,6 +14,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/flowguard/flowguard/internal/consumer"
+	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/logging"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
@@ -36,6 +38,11 @@ type cli struct {
 	MaxDeliver        int             `help:"Deliveries of a request before it is dead-lettered." default:"5" env:"FLOWGUARD_MAX_DELIVER"`
 	RedeliveryBackoff []time.Duration `help:"Delays between redeliveries after missed acks, e.g. 5s,30s,2m (default: --ack-wait)." env:"FLOWGUARD_REDELIVERY_BACKOFF"`
 	ShutdownGrace     time.Duration   `help:"On SIGTERM or SIGINT, time given to in-flight executions before they are handed back." default:"30s" env:"FLOWGUARD_SHUTDOWN_GRACE"`
+
+	EmergencyStaleness time.Duration `help:"Beyond this time without confirming the emergency state, nothing new starts and no order is placed." default:"2s" env:"FLOWGUARD_EMERGENCY_STALENESS"`
+	RiskLimits         string        `help:"JSON file of risk limits by scope ({\"global\": [{\"id\": ..., \"type\": ...}]}); they apply beside those in KV." type:"existingfile" env:"FLOWGUARD_RISK_LIMITS"`
+	TradingDayReset    string        `help:"Time of day (HH:MM) the trading day, and daily loss, resets." default:"00:00" env:"FLOWGUARD_TRADING_DAY_RESET"`
+	TradingDayZone     string        `help:"Time zone of the trading day (IANA name)." default:"UTC" env:"FLOWGUARD_TRADING_DAY_ZONE"`
 
 	Replicas        int           `help:"Replicas of streams and buckets: 1 on one server, 3 in a cluster." default:"1" env:"FLOWGUARD_REPLICAS"`
 	DuplicateWindow time.Duration `help:"Requests with the same request_id within this window are stored once." default:"10m" env:"FLOWGUARD_DUPLICATE_WINDOW"`
@@ -63,10 +70,16 @@ func run(c cli) error {
 	if err != nil {
 		return err
 	}
+	limits, err := readRiskLimits(c.RiskLimits)
+	if err != nil {
+		return err
+	}
 	w, err := worker.New(worker.Config{
 		NATS: c.NATS, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
 		WorkerID: c.WorkerID, Prefix: c.Prefix,
 		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes,
+		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits,
+		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone,
 		Consumer: consumer.Config{
 			Concurrency: c.Concurrency, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver,
 			BackOff: c.RedeliveryBackoff, ShutdownGrace: c.ShutdownGrace,
@@ -86,4 +99,20 @@ func run(c cli) error {
 		stop() // a second signal terminates at once
 	}()
 	return w.Run(ctx)
+}
+
+// readRiskLimits reads a file of risk limits by scope.
+func readRiskLimits(path string) (map[string][]contract.RiskLimit, error) {
+	if path == "" {
+		return nil, nil
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var limits map[string][]contract.RiskLimit
+	if err := json.Unmarshal(data, &limits); err != nil {
+		return nil, fmt.Errorf("risk limits %s: %w; expected {\"global\": [{\"id\": \"max-loss\", \"type\": \"daily_loss\", \"threshold\": 1000, \"auto_halt\": true}]}", path, err)
+	}
+	return limits, nil
 }

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -102,10 +101,7 @@ func (c *Client) Submit(ctx context.Context, req *contract.Request) (string, err
 		msg.Header.Set(contract.HeaderCorrelationID, req.CorrelationID)
 	}
 	if _, err := c.js.PublishMsg(ctx, msg); err != nil {
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-			return "", ErrNotProvisioned
-		}
-		return "", fmt.Errorf("publish request: %w", err)
+		return "", c.publishError(err)
 	}
 	return req.RequestID, nil
 }
@@ -119,23 +115,33 @@ type Filter struct {
 // true, ctx ends or an error occurs. With replay it starts from the oldest stored
 // event, else from new ones.
 func (c *Client) Follow(ctx context.Context, f Filter, replay bool, fn func(*contract.Event) (stop bool)) error {
-	cfg := jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{c.subjects.EventFilter(f.BotID, f.WorkflowID, f.ExecutionID)},
-		DeliverPolicy:  jetstream.DeliverNewPolicy,
-	}
+	filter := c.subjects.EventFilter(f.BotID, f.WorkflowID, f.ExecutionID)
+	return c.follow(ctx, contract.StreamEvents, filter, replay, func(m jetstream.Msg, _ *jetstream.MsgMetadata) bool {
+		var ev contract.Event
+		if json.Unmarshal(m.Data(), &ev) != nil {
+			return false // not an event of this contract; skip it
+		}
+		return fn(&ev)
+	})
+}
+
+// follow calls fn with each message of stream matching filter until fn returns true
+// or ctx ends; with replay from the oldest, else from new ones.
+func (c *Client) follow(ctx context.Context, stream, filter string, replay bool, fn func(jetstream.Msg, *jetstream.MsgMetadata) bool) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}, DeliverPolicy: jetstream.DeliverNewPolicy}
 	if replay {
 		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
 	}
-	cons, err := c.js.OrderedConsumer(ctx, contract.StreamEvents, cfg)
+	cons, err := c.js.OrderedConsumer(ctx, stream, cfg)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			return ErrNotProvisioned
 		}
-		return fmt.Errorf("follow events: %w", err)
+		return fmt.Errorf("follow %s: %w", stream, err)
 	}
 	it, err := cons.Messages()
 	if err != nil {
-		return fmt.Errorf("follow events: %w", err)
+		return fmt.Errorf("follow %s: %w", stream, err)
 	}
 	stopped := context.AfterFunc(ctx, it.Stop)
 	defer stopped()
@@ -146,16 +152,52 @@ func (c *Client) Follow(ctx context.Context, f Filter, replay bool, fn func(*con
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			return fmt.Errorf("follow events: %w", err)
+			return fmt.Errorf("follow %s: %w", stream, err)
 		}
-		var ev contract.Event
-		if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-			continue // not an event of this contract; skip it
+		meta, err := msg.Metadata()
+		if err != nil {
+			continue
 		}
-		if fn(&ev) {
+		if fn(msg, meta) {
 			return nil
 		}
 	}
+}
+
+// readAll calls fn with every stored message of stream matching filter, oldest first.
+func (c *Client) readAll(ctx context.Context, stream, filter string, fn func(jetstream.Msg, *jetstream.MsgMetadata)) error {
+	s, err := c.js.Stream(ctx, stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return ErrNotProvisioned
+	}
+	if err != nil {
+		return err
+	}
+	info, err := s.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return err
+	}
+	var total uint64
+	for _, n := range info.State.Subjects {
+		total += n
+	}
+	if total == 0 {
+		return nil
+	}
+	var read uint64
+	return c.follow(ctx, stream, filter, true, func(m jetstream.Msg, meta *jetstream.MsgMetadata) bool {
+		fn(m, meta)
+		read++
+		return meta.NumPending == 0 || read >= total
+	})
+}
+
+// publishError explains a failed publish.
+func (c *Client) publishError(err error) error {
+	if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
+		return ErrNotProvisioned
+	}
+	return fmt.Errorf("publish: %w", err)
 }
 
 // Status returns an execution's status; workflowID may be empty, then it is looked up.
@@ -223,6 +265,3 @@ func ParseInput(kv string) (string, any, error) {
 	}
 	return key, v, nil
 }
-
-// WaitTimeout is how long Run waits for an execution by default.
-const WaitTimeout = 10 * time.Minute

@@ -26,6 +26,7 @@ const (
 	DefaultConcurrency   = 16
 	DefaultShutdownGrace = 30 * time.Second
 	fetchExpiry          = 5 * time.Second
+	gateCheckInterval    = 50 * time.Millisecond
 )
 
 // ErrShutdown is the cancellation cause of handlers still running when the
@@ -137,6 +138,7 @@ type Consumer struct {
 	js      jetstream.JetStream
 	cfg     Config
 	handler Handler
+	gate    func() error
 	log     zerolog.Logger
 
 	mu       sync.Mutex
@@ -144,12 +146,25 @@ type Consumer struct {
 	bound    bool
 }
 
+// Option configures a Consumer.
+type Option func(*Consumer)
+
+// WithGate makes the consumer fetch nothing while gate returns an error: messages
+// stay in the stream, their delivery count untouched.
+func WithGate(gate func() error) Option {
+	return func(c *Consumer) { c.gate = gate }
+}
+
 // New returns a consumer; Run binds it.
-func New(js jetstream.JetStream, cfg Config, handler Handler, log zerolog.Logger) (*Consumer, error) {
+func New(js jetstream.JetStream, cfg Config, handler Handler, log zerolog.Logger, opts ...Option) (*Consumer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Consumer{js: js, cfg: cfg, handler: handler, log: log}, nil
+	c := &Consumer{js: js, cfg: cfg, handler: handler, log: log, gate: func() error { return nil }}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
 }
 
 // Bound reports whether the consumer is bound to the server (for readiness).
@@ -210,6 +225,7 @@ func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, 
 		backoff.WithMaxElapsedTime(0),
 	)
 	var cons jetstream.Consumer
+	gated := false
 	for ctx.Err() == nil {
 		if cons == nil {
 			var err error
@@ -218,6 +234,18 @@ func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, 
 				continue
 			}
 			c.log.Info().Str("consumer", c.cfg.Durable).Str("stream", c.cfg.Stream).Msg("consumer bound")
+		}
+		if err := c.gate(); err != nil {
+			if !gated {
+				c.log.Warn().Err(err).Msg("not taking requests until this clears")
+				gated = true
+			}
+			sleep(ctx, gateCheckInterval)
+			continue
+		}
+		if gated {
+			c.log.Info().Msg("taking requests again")
+			gated = false
 		}
 		// Wait for at least one free slot, then take all free ones.
 		select {
@@ -326,7 +354,12 @@ func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg) {
 func (c *Consumer) pause(ctx context.Context, b backoff.BackOff, err error) {
 	wait := b.NextBackOff()
 	c.log.Warn().Err(err).Dur("retry_in", wait).Msg("consumer unavailable, retrying")
-	t := time.NewTimer(wait)
+	sleep(ctx, wait)
+}
+
+// sleep waits for d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():

@@ -62,13 +62,16 @@ var ErrUnknownType = errors.New("unknown node type")
 // Registry maps type names to Types.
 type Registry struct{ types map[string]Type }
 
-// NewRegistry returns a registry of the built-in types that need no outside service:
-// transform, condition and delay.
+// NewRegistry returns a registry of every built-in type. Types that need the
+// worker's services (order, risk_update) are registered without them: enough to
+// validate definitions; the worker registers them again with their services.
 func NewRegistry() *Registry {
 	r := &Registry{types: map[string]Type{}}
 	r.Register("transform", Transform{})
 	r.Register("condition", Condition{})
 	r.Register("delay", Delay{})
+	r.Register("order", Order{})
+	r.Register("risk_update", RiskUpdate{})
 	return r
 }
 

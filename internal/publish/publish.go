@@ -87,3 +87,17 @@ func isPermanent(err error) bool {
 	}
 	return errors.Is(err, nats.ErrMaxPayload) || errors.Is(err, nats.ErrBadSubject)
 }
+
+// Order stores an order intent on flow.orders.<bot_id> with Nats-Msg-Id = its client
+// order id, and returns its stream sequence and whether it was already stored.
+func (p *Publisher) Order(ctx context.Context, o *contract.OrderIntent) (uint64, bool, error) {
+	data, err := json.Marshal(o)
+	if err != nil {
+		return 0, false, fmt.Errorf("encode order %s: %w", o.ClientOrderID, err)
+	}
+	ack, err := p.Msg(ctx, p.subjects.Orders(o.BotID), o.ClientOrderID, o.CorrelationID, data)
+	if err != nil {
+		return 0, false, err
+	}
+	return ack.Sequence, ack.Duplicate, nil
+}

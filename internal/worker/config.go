@@ -7,6 +7,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
 )
@@ -33,6 +34,15 @@ type Config struct {
 
 	Consumer  consumer.Config
 	Provision provision.Config
+
+	// EmergencyStaleness bounds how long the emergency state is trusted unconfirmed;
+	// beyond it nothing new starts and no order is placed.
+	EmergencyStaleness time.Duration
+	// Risk limits from configuration and the trading day of daily loss limits.
+	RiskLimits      map[string][]contract.RiskLimit
+	TradingDayReset string
+	TradingDayZone  string
+	tradingDay      emergency.TradingDay
 
 	// MaxRequestBytes rejects larger requests as oversized.
 	MaxRequestBytes int
@@ -67,6 +77,23 @@ func (c *Config) Validate() error {
 	if c.MaxParallelNodes < 0 {
 		return fmt.Errorf("max parallel nodes must not be negative, got %d", c.MaxParallelNodes)
 	}
+	if c.EmergencyStaleness == 0 {
+		c.EmergencyStaleness = emergency.DefaultStaleness
+	}
+	if c.EmergencyStaleness < 100*time.Millisecond {
+		return fmt.Errorf("emergency staleness must be at least 100ms, got %s", c.EmergencyStaleness)
+	}
+	if c.TradingDayReset == "" {
+		c.TradingDayReset = "00:00"
+	}
+	if c.TradingDayZone == "" {
+		c.TradingDayZone = "UTC"
+	}
+	day, err := emergency.ParseTradingDay(c.TradingDayReset, c.TradingDayZone)
+	if err != nil {
+		return err
+	}
+	c.tradingDay = day
 	subjects := contract.Subjects{Prefix: c.Prefix}
 	c.Provision.Subjects = subjects
 	if err := c.Provision.Validate(); err != nil {

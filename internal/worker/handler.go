@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
 )
@@ -86,7 +87,38 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 		return w.reject(ctx, d, contract.Reject(contract.KindStale,
 			"request expired at %s (not_after) before a worker could start it; publish a fresh request", req.NotAfter.UTC().Format(time.RFC3339)))
 	}
+	if err := w.awaitOperable(ctx, emergency.Scopes{BotID: req.BotID, StrategyID: req.StrategyID, WorkflowID: req.WorkflowID}); err != nil {
+		var halt *contract.HaltError
+		if errors.As(err, &halt) {
+			return w.halted(ctx, d, halt)
+		}
+		return w.handBack(ctx, err)
+	}
 	return w.execute(ctx, d)
+}
+
+// awaitOperable returns nil when the scopes may operate, a *contract.HaltError when
+// one is halted. While the emergency state is unconfirmed it waits, holding the
+// request (heartbeats keep it), so that nothing starts and no delivery is spent.
+func (w *Worker) awaitOperable(ctx context.Context, scopes emergency.Scopes) error {
+	logged := false
+	for {
+		err := w.ctrl.CanOperate(scopes)
+		if !errors.Is(err, emergency.ErrStale) {
+			return err
+		}
+		if !logged {
+			zerolog.Ctx(ctx).Warn().Msg("emergency state unconfirmed; holding the request until it is")
+			logged = true
+		}
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+	}
 }
 
 // logContext carries a logger with the execution's identity, as far as it is known.

@@ -21,7 +21,8 @@ import (
 // then an ack. Nothing is lost: the request itself is in the dead letter.
 func (w *Worker) reject(ctx context.Context, d *delivery, rej *contract.Rejection) consumer.Outcome {
 	zerolog.Ctx(ctx).Warn().Str("error_kind", rej.Kind).Str("reason", rej.Reason).Uint64("stream_seq", d.meta.Sequence.Stream).Msg("request rejected")
-	err := w.deadEnd(ctx, d, contract.ExecutionRejected, &contract.Error{Kind: rej.Kind, Message: rej.Reason})
+	err := w.endUnrun(ctx, d, ending{event: contract.ExecutionRejected, status: contract.StatusFailed,
+		cause: &contract.Error{Kind: rej.Kind, Message: rej.Reason}, deadLetter: true})
 	if err != nil {
 		return w.handBack(ctx, err)
 	}
@@ -34,15 +35,75 @@ func (w *Worker) exhausted(ctx context.Context, d *delivery) consumer.Outcome {
 	reason := fmt.Sprintf("request was delivered %d times without reaching a terminal state (max deliver %d); see the execution's events for what its attempts did",
 		d.meta.NumDelivered-1, w.cfg.Consumer.MaxDeliver)
 	zerolog.Ctx(ctx).Error().Uint64("deliveries", d.meta.NumDelivered-1).Msg("request out of deliveries, dead-lettered")
-	if err := w.deadEnd(ctx, d, contract.ExecutionFailed, &contract.Error{Kind: contract.KindMaxDeliveries, Message: reason}); err != nil {
+	if err := w.endUnrun(ctx, d, ending{event: contract.ExecutionFailed, status: contract.StatusFailed,
+		cause: &contract.Error{Kind: contract.KindMaxDeliveries, Message: reason}, deadLetter: true}); err != nil {
 		return w.handBack(ctx, err)
 	}
 	return consumer.Outcome{Decision: consumer.Ack}
 }
 
-// deadEnd dead-letters a request and gives its execution a terminal failed status
-// and event of type evType. Each step is idempotent, so a redelivery may repeat it.
-func (w *Worker) deadEnd(ctx context.Context, d *delivery, evType string, cause *contract.Error) error {
+// halted ends a request that arrives while a scope covering it is halted: an
+// execution_halted event and a halted status, terminal; it is never retried.
+func (w *Worker) halted(ctx context.Context, d *delivery, halt *contract.HaltError) consumer.Outcome {
+	zerolog.Ctx(ctx).Warn().Str("scope", halt.Scope).Str("reason", halt.Reason).Msg("request refused: trading is halted")
+	if err := w.endUnrun(ctx, d, ending{event: contract.ExecutionHalted, status: contract.StatusHalted,
+		cause: &contract.Error{Kind: contract.KindHalted, Message: halt.Error()}}); err != nil {
+		return w.handBack(ctx, err)
+	}
+	return consumer.Outcome{Decision: consumer.Ack}
+}
+
+// ending is how a request ends without running.
+type ending struct {
+	event, status string
+	cause         *contract.Error
+	deadLetter    bool
+}
+
+// endUnrun gives a request that will not run its terminal status and event, and a
+// dead letter when asked. Each step is idempotent, so a redelivery may repeat it.
+func (w *Worker) endUnrun(ctx context.Context, d *delivery, e ending) error {
+	if e.deadLetter {
+		if err := w.deadLetter(ctx, d, e.cause); err != nil {
+			return err
+		}
+	}
+	x := &executor.Execution{ID: d.executionID, WorkflowID: d.workflowID, CorrelationID: d.correlationID, BotID: d.botID}
+	if d.req != nil {
+		x.RequestID, x.StrategyID = d.req.RequestID, d.req.StrategyID
+	}
+	if x.BotID == contract.NoBot {
+		x.BotID = ""
+	}
+	lastSeq, err := w.lastEventSeq(ctx, d)
+	if err != nil {
+		return err
+	}
+	em := executor.NewEmitter(w.pub, x, lastSeq)
+	ev := em.Build(contract.Event{Type: e.event, Error: e.cause, Reason: e.cause.Message})
+	if d.workflowID != contract.NoBot {
+		now := time.Now().UTC()
+		st := &contract.Status{
+			ExecutionID: d.executionID, WorkflowID: d.workflowID, RequestID: x.RequestID,
+			BotID: x.BotID, StrategyID: x.StrategyID, CorrelationID: d.correlationID,
+			Status: e.status, Attempt: int(d.meta.NumDelivered), WorkerID: w.cfg.WorkerID,
+			UpdatedAt: now, FinishedAt: &now, Error: e.cause, TerminalEvent: &ev,
+		}
+		if d.status != nil {
+			st.CreatedAt, st.WorkflowVersion = d.status.CreatedAt, d.status.WorkflowVersion
+		} else {
+			st.CreatedAt = &now
+		}
+		_, err := w.store.PutStatus(ctx, st, d.statusRev)
+		if err != nil && !errors.Is(err, kvstate.ErrConflict) {
+			return err
+		}
+	}
+	return em.Publish(ctx, &ev)
+}
+
+// deadLetter stores the request and why it can never run.
+func (w *Worker) deadLetter(ctx context.Context, d *delivery, cause *contract.Error) error {
 	dl := &contract.DeadLetter{
 		Kind: cause.Kind, Reason: cause.Message, Subject: d.msg.Subject(),
 		WorkflowID: d.workflowID, ExecutionID: d.executionID, CorrelationID: d.correlationID,
@@ -57,42 +118,7 @@ func (w *Worker) deadEnd(ctx context.Context, d *delivery, evType string, cause 
 	default:
 		dl.Payload = string(data)
 	}
-	if err := w.pub.DeadLetter(ctx, dl); err != nil {
-		return err
-	}
-
-	x := &executor.Execution{ID: d.executionID, WorkflowID: d.workflowID, CorrelationID: d.correlationID, BotID: d.botID}
-	if d.req != nil {
-		x.RequestID, x.StrategyID = d.req.RequestID, d.req.StrategyID
-	}
-	if x.BotID == contract.NoBot {
-		x.BotID = ""
-	}
-	lastSeq, err := w.lastEventSeq(ctx, d)
-	if err != nil {
-		return err
-	}
-	em := executor.NewEmitter(w.pub, x, lastSeq)
-	ev := em.Build(contract.Event{Type: evType, Error: cause, Reason: cause.Message})
-	if d.workflowID != contract.NoBot {
-		now := time.Now().UTC()
-		st := &contract.Status{
-			ExecutionID: d.executionID, WorkflowID: d.workflowID, RequestID: x.RequestID,
-			BotID: x.BotID, StrategyID: x.StrategyID, CorrelationID: d.correlationID,
-			Status: contract.StatusFailed, Attempt: int(d.meta.NumDelivered), WorkerID: w.cfg.WorkerID,
-			UpdatedAt: now, FinishedAt: &now, Error: cause, TerminalEvent: &ev,
-		}
-		if d.status != nil {
-			st.CreatedAt, st.WorkflowVersion = d.status.CreatedAt, d.status.WorkflowVersion
-		} else {
-			st.CreatedAt = &now
-		}
-		_, err := w.store.PutStatus(ctx, st, d.statusRev)
-		if err != nil && !errors.Is(err, kvstate.ErrConflict) {
-			return err
-		}
-	}
-	return em.Publish(ctx, &ev)
+	return w.pub.DeadLetter(ctx, dl)
 }
 
 // truncateUTF8 returns at most n bytes of data as a string, cut at a rune boundary.

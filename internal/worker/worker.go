@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -20,6 +22,7 @@ import (
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/embedded"
+	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/natsconn"
@@ -43,6 +46,8 @@ type Worker struct {
 	registry      *nodes.Registry
 	exec          *executor.Executor
 	plans         *plans
+	ctrl          *emergency.Controller
+	risk          *emergency.Risk
 
 	ready atomic.Bool
 }
@@ -60,8 +65,9 @@ func New(cfg Config, log zerolog.Logger) (*Worker, error) {
 	}, nil
 }
 
-// Ready reports whether the worker is connected, provisioned and consuming.
-func (w *Worker) Ready() bool { return w.ready.Load() }
+// Ready reports whether the worker is consuming and knows the current emergency
+// state: a worker is not ready before it knows whether trading is halted.
+func (w *Worker) Ready() bool { return w.ready.Load() && w.ctrl.Ready() }
 
 // Run connects, provisions and handles requests until ctx ends, then shuts down
 // gracefully (see consumer.Consumer.Run) and returns.
@@ -82,10 +88,23 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.setup(ctx, nc); err != nil {
 		return err
 	}
-	cons, err := consumer.New(w.js, w.cfg.Consumer, w.handle, w.log)
+	cons, err := consumer.New(w.js, w.cfg.Consumer, w.handle, w.log, consumer.WithGate(w.canStart))
 	if err != nil {
 		return err
 	}
+
+	// The emergency controller and the risk watch outlive the consumer: in-flight
+	// executions stay under halt control while they finish.
+	followCtx, stopFollowing := context.WithCancel(context.WithoutCancel(ctx))
+	var followers sync.WaitGroup
+	followers.Add(2)
+	go func() { defer followers.Done(); _ = w.ctrl.Run(followCtx) }()
+	go func() { defer followers.Done(); _ = w.risk.Run(followCtx) }()
+	defer func() { stopFollowing(); followers.Wait() }()
+	if err := w.awaitEmergencyState(ctx); err != nil {
+		return err
+	}
+
 	w.ready.Store(true)
 	defer w.ready.Store(false)
 	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).Msg("worker started")
@@ -144,7 +163,45 @@ func (w *Worker) setup(ctx context.Context, nc *nats.Conn) error {
 	w.events = events
 	w.store = kvstate.New(buckets.State, buckets.Workflows)
 	w.pub = publish.New(js, w.subjects)
-	w.exec = executor.New(w.store, nil, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes})
+	w.ctrl = emergency.New(js, emergency.Config{Subjects: w.subjects, Staleness: w.cfg.EmergencyStaleness}, w.log)
+	w.risk, err = emergency.NewRisk(buckets.Risk, w.ctrl, w.pub, emergency.RiskConfig{
+		Subjects: w.subjects, Day: w.cfg.tradingDay, Limits: w.cfg.RiskLimits, IssuedBy: "flowguard-risk@" + w.cfg.WorkerID,
+	}, w.log)
+	if err != nil {
+		return err
+	}
+	w.registry.Register("order", nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub}})
+	w.registry.Register("risk_update", nodes.RiskUpdate{Metrics: w.risk})
+	w.exec = executor.New(w.store, guard{w.ctrl}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes})
 	w.plans = newPlans(w.store, w.registry)
 	return nil
+}
+
+// awaitEmergencyState waits until the emergency state is loaded: a worker started
+// during a halt must never run anything.
+func (w *Worker) awaitEmergencyState(ctx context.Context) error {
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	logged := time.Now()
+	for !w.ctrl.Ready() {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if time.Since(logged) > 5*time.Second {
+			w.log.Warn().Msg("waiting for the emergency state before taking requests")
+			logged = time.Now()
+		}
+	}
+	return nil
+}
+
+// canStart gates fetching: while the emergency state is unconfirmed, requests stay
+// in the stream.
+func (w *Worker) canStart() error {
+	if w.ctrl.Ready() {
+		return nil
+	}
+	return emergency.ErrStale
 }

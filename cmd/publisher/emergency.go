@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/user"
+	"sort"
+	"text/tabwriter"
+	"time"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
+)
+
+// commandFlags are the flags of halt, pause and resume.
+type commandFlags struct {
+	Scope    string `help:"Scope: global, bot.<id>, strategy.<id> or workflow.<id>." default:"global"`
+	Reason   string `help:"Why; kept in the audit trail and shown on every halted execution." required:""`
+	IssuedBy string `help:"Who issues the command (default: user@host)."`
+}
+
+func (f *commandFlags) send(e *env, action string) error {
+	by := f.IssuedBy
+	if by == "" {
+		by = whoAmI()
+	}
+	seq, err := e.client.Emergency(e.ctx, f.Scope, contract.EmergencyCommand{Action: action, Reason: f.Reason, IssuedBy: by})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.out, "%s %s stored (FLOW_EMERGENCY seq %d)\n", action, f.Scope, seq)
+	return nil
+}
+
+type haltCmd struct{ commandFlags }
+
+func (c *haltCmd) Run(e *env) error { return c.send(e, emergency.ActionHalt) }
+
+type pauseCmd struct{ commandFlags }
+
+func (c *pauseCmd) Run(e *env) error { return c.send(e, emergency.ActionPause) }
+
+type resumeCmd struct{ commandFlags }
+
+func (c *resumeCmd) Run(e *env) error { return c.send(e, emergency.ActionResume) }
+
+type emergencyCmd struct {
+	Status  emergencyStatusCmd  `cmd:"" help:"Each scope's state: who set it, when, why."`
+	History emergencyHistoryCmd `cmd:"" help:"Every emergency command, oldest first (the audit trail)."`
+}
+
+type emergencyStatusCmd struct{}
+
+func (c *emergencyStatusCmd) Run(e *env) error {
+	board, err := e.client.Board(e.ctx)
+	if err != nil {
+		return err
+	}
+	scopes := make([]string, 0, len(board))
+	for s := range board {
+		scopes = append(scopes, s)
+	}
+	sort.Strings(scopes)
+	if _, ok := board[emergency.ScopeGlobal]; !ok {
+		scopes = append([]string{emergency.ScopeGlobal}, scopes...)
+	}
+	tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCOPE\tSTATE\tSINCE\tBY\tREASON")
+	for _, s := range scopes {
+		st := board.Get(s)
+		since := ""
+		if !st.IssuedAt.IsZero() {
+			since = st.IssuedAt.Local().Format(time.DateTime)
+		}
+		reason := st.Reason
+		if st.Ignored != "" {
+			reason += " [" + st.Ignored + "]"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s, st.State, since, st.IssuedBy, reason)
+	}
+	return tw.Flush()
+}
+
+type emergencyHistoryCmd struct {
+	Scope string `help:"Only this scope."`
+}
+
+func (c *emergencyHistoryCmd) Run(e *env) error {
+	history, err := e.client.History(e.ctx, c.Scope)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SEQ\tSTORED\tSCOPE\tACTION\tBY\tREASON")
+	for _, h := range history {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", h.Seq, h.Stored.Local().Format(time.DateTime), h.Scope, h.Action, h.IssuedBy, h.Reason)
+	}
+	return tw.Flush()
+}
+
+func whoAmI() string {
+	name := "unknown"
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	return name + "@" + host
+}

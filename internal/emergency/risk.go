@@ -1,0 +1,315 @@
+package emergency
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/schemas"
+)
+
+// HaltPublisher stores an emergency command, deduplicated by its message id.
+type HaltPublisher interface {
+	Msg(ctx context.Context, subject, msgID, correlationID string, data []byte) (*jetstream.PubAck, error)
+}
+
+// RiskConfig configures risk limits.
+type RiskConfig struct {
+	Subjects contract.Subjects
+	Day      TradingDay
+	// Limits from the worker's configuration, by scope; they apply beside those in KV.
+	Limits map[string][]contract.RiskLimit
+	// IssuedBy names the halts this worker publishes.
+	IssuedBy string
+}
+
+// Risk evaluates risk limits on every metrics change and before every order, and
+// halts the limit's scope when a limit with auto_halt is breached. With several
+// workers, each publishes the same halt with the same message id: one is stored.
+type Risk struct {
+	kv   jetstream.KeyValue
+	ctrl *Controller
+	pub  HaltPublisher
+	cfg  RiskConfig
+	log  zerolog.Logger
+	now  func() time.Time
+
+	mu      sync.Mutex
+	base    map[string][]compiledLimit // from configuration
+	limits  map[string]scopeLimits     // from KV, by scope
+	metrics map[string]metricsEntry    // by bot
+}
+
+type scopeLimits struct {
+	limits   []compiledLimit
+	revision uint64
+}
+
+type metricsEntry struct {
+	m        *contract.RiskMetrics
+	revision uint64
+}
+
+// NewRisk checks the configured limits and returns a Risk over the flow_risk bucket.
+func NewRisk(kv jetstream.KeyValue, ctrl *Controller, pub HaltPublisher, cfg RiskConfig, log zerolog.Logger) (*Risk, error) {
+	r := &Risk{kv: kv, ctrl: ctrl, pub: pub, cfg: cfg, log: log, now: time.Now,
+		base: map[string][]compiledLimit{}, limits: map[string]scopeLimits{}, metrics: map[string]metricsEntry{}}
+	for scope, ls := range cfg.Limits {
+		if err := CheckScope(scope); err != nil {
+			return nil, fmt.Errorf("risk limits: %w", err)
+		}
+		compiled, err := CompileLimits(ls)
+		if err != nil {
+			return nil, fmt.Errorf("risk limits of %s: %w", scope, err)
+		}
+		r.base[scope] = compiled
+	}
+	return r, nil
+}
+
+// Run watches limits and metrics until ctx ends, rebuilding the watch when it breaks.
+func (r *Risk) Run(ctx context.Context) error {
+	for ctx.Err() == nil {
+		err := r.watch(ctx)
+		if ctx.Err() != nil {
+			break
+		}
+		r.log.Warn().Err(err).Msg("risk watch restarting")
+		t := time.NewTimer(500 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return nil
+}
+
+func (r *Risk) watch(ctx context.Context) error {
+	w, err := r.kv.WatchAll(ctx)
+	if err != nil {
+		return fmt.Errorf("watch %s: %w", contract.BucketRisk, err)
+	}
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case e, ok := <-w.Updates():
+			if !ok {
+				return errors.New("risk watch closed")
+			}
+			if e != nil {
+				r.applyEntry(ctx, e)
+			}
+		}
+	}
+}
+
+// applyEntry records a changed limits or metrics key and evaluates what it affects.
+func (r *Risk) applyEntry(ctx context.Context, e jetstream.KeyValueEntry) {
+	kind, name, _ := strings.Cut(e.Key(), ".")
+	deleted := e.Operation() != jetstream.KeyValuePut
+	switch kind {
+	case "limits":
+		if err := CheckScope(name); err != nil {
+			r.log.Error().Err(err).Str("key", e.Key()).Msg("risk limits for an unknown scope ignored")
+			return
+		}
+		r.mu.Lock()
+		if deleted {
+			delete(r.limits, name)
+		} else if limits, err := ParseLimits(e.Value()); err != nil {
+			r.log.Error().Err(err).Str("key", e.Key()).Msg("invalid risk limits ignored; the previous ones stay in force")
+		} else {
+			r.limits[name] = scopeLimits{limits: limits, revision: e.Revision()}
+		}
+		bots := make([]string, 0, len(r.metrics))
+		for bot := range r.metrics {
+			bots = append(bots, bot)
+		}
+		r.mu.Unlock()
+		for _, bot := range bots {
+			r.evaluate(ctx, bot)
+		}
+	case "metrics":
+		r.mu.Lock()
+		if deleted {
+			delete(r.metrics, name)
+			r.mu.Unlock()
+			return
+		}
+		var m contract.RiskMetrics
+		err := schemas.ValidateJSON(schemas.RiskMetrics, e.Value())
+		if err == nil {
+			err = json.Unmarshal(e.Value(), &m)
+		}
+		if err != nil {
+			r.mu.Unlock()
+			r.log.Error().Err(err).Str("key", e.Key()).Msg("invalid risk metrics ignored")
+			return
+		}
+		m.BotID = name
+		r.metrics[name] = metricsEntry{m: &m, revision: e.Revision()}
+		r.mu.Unlock()
+		r.evaluate(ctx, name)
+	}
+}
+
+// applicable returns the limits that apply to a bot's metrics, with their scope and a
+// version token of the limits (for deterministic halt message ids).
+func (r *Risk) applicable(m *contract.RiskMetrics) (scopes []string, limits [][]compiledLimit, versions []string) {
+	cover := Scopes{BotID: m.BotID, StrategyID: m.StrategyID}.List()
+	for _, scope := range cover {
+		if base := r.base[scope]; len(base) > 0 {
+			scopes, limits, versions = append(scopes, scope), append(limits, base), append(versions, "cfg")
+		}
+		if kv, ok := r.limits[scope]; ok {
+			scopes, limits, versions = append(scopes, scope), append(limits, kv.limits), append(versions, "l"+strconv.FormatUint(kv.revision, 10))
+		}
+	}
+	return scopes, limits, versions
+}
+
+// evaluate checks a bot's latest metrics and halts on breaches with auto_halt.
+func (r *Risk) evaluate(ctx context.Context, bot string) {
+	r.mu.Lock()
+	entry, ok := r.metrics[bot]
+	if !ok {
+		r.mu.Unlock()
+		return
+	}
+	day := r.cfg.Day.Of(r.now())
+	scopes, limits, versions := r.applicable(entry.m)
+	var breaches []*Breach
+	var ids []string
+	for i, scope := range scopes {
+		for j := range limits[i] {
+			if b := limits[i][j].check(scope, entry.m, day); b != nil {
+				breaches = append(breaches, b)
+				ids = append(ids, fmt.Sprintf("risk.%s.%s.%s.m%d", scope, b.Limit.ID, versions[i], entry.revision))
+			}
+		}
+	}
+	r.mu.Unlock()
+	for i, b := range breaches {
+		if !b.Limit.AutoHalt {
+			r.log.Warn().Str("bot_id", bot).Str("limit", b.Limit.ID).Str("reason", b.Reason()).Msg("risk limit breached; orders will be refused")
+			continue
+		}
+		if err := r.halt(ctx, b, ids[i]); err != nil {
+			r.log.Error().Err(err).Str("limit", b.Limit.ID).Msg("publish risk halt failed")
+		}
+	}
+}
+
+// halt publishes a halt for the breach's scope unless it is already halted.
+func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
+	if st := r.ctrl.Board().Get(b.Scope); st.State == Halted {
+		return nil
+	}
+	cmd := contract.EmergencyCommand{Action: ActionHalt, Reason: b.Reason(), IssuedBy: r.cfg.IssuedBy, IssuedAt: r.now().UTC()}
+	data, err := json.Marshal(cmd)
+	if err != nil {
+		return err
+	}
+	if _, err := r.pub.Msg(ctx, r.cfg.Subjects.Emergency(b.Scope), msgID, "", data); err != nil {
+		return err
+	}
+	r.log.Warn().Str("scope", b.Scope).Str("limit", b.Limit.ID).Str("reason", b.Reason()).Msg("risk limit breached; halt published")
+	return nil
+}
+
+// CheckOrder evaluates the limits covering an order's bot with the order included.
+// Reduce-only orders are exempt: they lower exposure. A breach returns a
+// *RiskError, after halting the limit's scope when the limit has auto_halt.
+func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
+	if o.ReduceOnly {
+		return nil
+	}
+	r.mu.Lock()
+	current := &contract.RiskMetrics{BotID: o.BotID, StrategyID: o.StrategyID}
+	if entry, ok := r.metrics[o.BotID]; ok {
+		current = entry.m
+	}
+	after := withOrder(current, o)
+	after.StrategyID = o.StrategyID
+	day := r.cfg.Day.Of(r.now())
+	scopes, limits, _ := r.applicable(after)
+	var breach *Breach
+	for i, scope := range scopes {
+		for j := range limits[i] {
+			if breach = limits[i][j].check(scope, after, day); breach != nil {
+				break
+			}
+		}
+		if breach != nil {
+			break
+		}
+	}
+	r.mu.Unlock()
+	if breach == nil {
+		return nil
+	}
+	if !breach.Limit.AutoHalt {
+		return &RiskError{Breach: breach}
+	}
+	if err := r.halt(ctx, breach, fmt.Sprintf("risk.%s.%s.order.%s", breach.Scope, breach.Limit.ID, o.ClientOrderID)); err != nil {
+		return fmt.Errorf("%w (and publishing its halt failed: %v)", &RiskError{Breach: breach}, err)
+	}
+	return &RiskError{Breach: breach, Halted: true}
+}
+
+// UpdateMetrics applies an update to a bot's metrics with compare-and-set, retrying
+// on concurrent writers, and returns the new metrics.
+func (r *Risk) UpdateMetrics(ctx context.Context, botID string, u contract.RiskUpdate) (*contract.RiskMetrics, error) {
+	return UpdateMetrics(ctx, r.kv, botID, u, r.cfg.Day, r.now())
+}
+
+// UpdateMetrics applies an update to a bot's metrics in the flow_risk bucket with
+// compare-and-set, retrying on concurrent writers.
+func UpdateMetrics(ctx context.Context, kv jetstream.KeyValue, botID string, u contract.RiskUpdate, day TradingDay, now time.Time) (*contract.RiskMetrics, error) {
+	key := contract.RiskMetricsKey(botID)
+	for range 20 {
+		current := &contract.RiskMetrics{BotID: botID}
+		var rev uint64
+		e, err := kv.Get(ctx, key)
+		switch {
+		case errors.Is(err, jetstream.ErrKeyNotFound):
+		case err != nil:
+			return nil, fmt.Errorf("read %s: %w", key, err)
+		default:
+			if err := json.Unmarshal(e.Value(), current); err != nil {
+				return nil, fmt.Errorf("decode %s: %w", key, err)
+			}
+			rev = e.Revision()
+		}
+		next := ApplyUpdate(current, u, day.Of(now), now)
+		next.BotID = botID
+		data, err := json.Marshal(next)
+		if err != nil {
+			return nil, err
+		}
+		if rev == 0 {
+			_, err = kv.Create(ctx, key, data)
+		} else {
+			_, err = kv.Update(ctx, key, data, rev)
+		}
+		if err == nil {
+			return next, nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return nil, fmt.Errorf("write %s: %w", key, err)
+		}
+	}
+	return nil, fmt.Errorf("write %s: too many concurrent writers, try again", key)
+}

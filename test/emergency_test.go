@@ -1,0 +1,373 @@
+package test
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
+	"github.com/flowguard/flowguard/internal/natstest"
+	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/worker"
+)
+
+// longWorkflow has a node that waits 30 s: a halt must interrupt it.
+const longWorkflow = `{"id": "long", "nodes": [
+  {"id": "wait", "type": "delay", "config": {"duration": "30s"}},
+  {"id": "after", "type": "transform", "depends_on": ["wait"], "config": {"outputs": {"x": "1"}}}
+]}`
+
+// quickWorkflow completes at once.
+const quickWorkflow = `{"id": "quick", "nodes": [
+  {"id": "only", "type": "transform", "config": {"outputs": {"x": "1"}}}
+]}`
+
+// tradeWorkflow places one order built from the inputs, after an optional wait.
+const tradeWorkflow = `{"id": "trade", "nodes": [
+  {"id": "wait", "type": "delay", "config": {"duration": "10ms"}},
+  {"id": "buy", "type": "order", "depends_on": ["wait"], "config": {
+    "symbol": "inputs.symbol", "side": "inputs.side", "quantity": "inputs.qty",
+    "reference_price": "inputs.price", "reduce_only": "inputs.reduce_only == true"}}
+]}`
+
+func TestHaltStopsARunningWorkflowWithItsReason(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(longWorkflow)
+	id := h.submit(&contract.Request{WorkflowID: "long", BotID: "b1"})
+	h.waitEvent("long", id, contract.NodeStarted, "wait", 10*time.Second)
+
+	h.command("global", emergency.ActionHalt, "exchange outage")
+	// The 30 s node is interrupted: the execution ends long before it would finish.
+	st := h.waitStatus("long", id, 10*time.Second)
+	if st.Status != contract.StatusHalted || st.Error == nil || st.Error.Kind != contract.KindHalted || !strings.Contains(st.Error.Message, "exchange outage") {
+		t.Fatalf("status = %s %+v", st.Status, st.Error)
+	}
+	res, err := h.client.Result(h.ctx, "long", id)
+	if err != nil || res.Status != contract.StatusHalted || !strings.Contains(res.Error.Message, "exchange outage") {
+		t.Fatalf("result = %+v, %v", res, err)
+	}
+	evs := h.events("long", id)
+	last := evs[len(evs)-1]
+	if last.Type != contract.ExecutionHalted || !strings.Contains(last.Error.Message, "exchange outage") {
+		t.Errorf("last event = %+v", last)
+	}
+	interrupted := h.waitEvent("long", id, contract.NodeFailed, "wait", time.Second)
+	if interrupted.Error.Kind != contract.KindHalted {
+		t.Errorf("interrupted node error = %+v", interrupted.Error)
+	}
+	for _, ev := range evs {
+		if ev.NodeID == "after" {
+			t.Errorf("a node after the halt ran: %+v", ev)
+		}
+	}
+}
+
+func TestHaltStopsEveryWorkerAndOnlyResumeLiftsIt(t *testing.T) {
+	h := newHarness(t)
+	for i := range 3 {
+		h.startWorker(fmt.Sprintf("w%d", i+1), nil)
+	}
+	h.deploy(longWorkflow)
+	h.deploy(quickWorkflow)
+	var ids []string
+	for range 9 {
+		ids = append(ids, h.submit(&contract.Request{WorkflowID: "long"}))
+	}
+	workers := map[string]bool{}
+	for _, id := range ids {
+		h.waitEvent("long", id, contract.NodeStarted, "wait", 10*time.Second)
+		st, err := h.client.Status(h.ctx, "long", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		workers[st.WorkerID] = true
+	}
+	if len(workers) != 3 {
+		t.Fatalf("in-flight work on %d workers, want 3", len(workers))
+	}
+
+	// A plain NATS client can halt, as the README shows.
+	if err := h.nc.Publish("flow.emergency.global", []byte(`{"action":"halt","reason":"manual"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if st := h.waitStatus("long", id, 10*time.Second); st.Status != contract.StatusHalted {
+			t.Errorf("%s: %s", id, st.Status)
+		}
+	}
+
+	// A worker started during the halt refuses to run anything.
+	h.startWorker("late", nil)
+	refused := h.submit(&contract.Request{WorkflowID: "quick"})
+	if st := h.waitStatus("quick", refused, 10*time.Second); st.Status != contract.StatusHalted {
+		t.Fatalf("request during the halt: %s", st.Status)
+	}
+	for _, ev := range h.events("quick", refused) {
+		if ev.Type == contract.NodeStarted {
+			t.Errorf("a node started during the halt: %+v", ev)
+		}
+	}
+	if got := h.waitEvent("quick", refused, contract.ExecutionHalted, "", time.Second); !strings.Contains(got.Reason, "manual") {
+		t.Errorf("execution_halted reason = %q", got.Reason)
+	}
+
+	// A pause does not lift a halt; resume does.
+	h.command("global", emergency.ActionPause, "try pause")
+	stillHalted := h.submit(&contract.Request{WorkflowID: "quick"})
+	if st := h.waitStatus("quick", stillHalted, 10*time.Second); st.Status != contract.StatusHalted {
+		t.Fatalf("after a pause: %s", st.Status)
+	}
+	h.command("global", emergency.ActionResume, "outage over")
+	ok := h.submit(&contract.Request{WorkflowID: "quick"})
+	if st := h.waitStatus("quick", ok, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("after resume: %s", st.Status)
+	}
+}
+
+func TestScopedHaltsCoverOnlyTheirScope(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(quickWorkflow)
+	h.command("bot.A", emergency.ActionHalt, "bot A misbehaves")
+	h.command("strategy.S1", emergency.ActionHalt, "strategy S1 paused for review")
+
+	cases := []struct {
+		bot, strategy, want string
+	}{
+		{"A", "S2", contract.StatusHalted},
+		{"B", "S2", contract.StatusCompleted},
+		{"B", "S1", contract.StatusHalted},
+		{"C", "", contract.StatusCompleted},
+	}
+	for _, tc := range cases {
+		id := h.submit(&contract.Request{WorkflowID: "quick", BotID: tc.bot, StrategyID: tc.strategy})
+		if st := h.waitStatus("quick", id, 10*time.Second); st.Status != tc.want {
+			t.Errorf("bot %s strategy %s: %s, want %s", tc.bot, tc.strategy, st.Status, tc.want)
+		}
+	}
+}
+
+func TestPauseRefusesIncreasingOrdersAndLetsReduceOnlyThrough(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(tradeWorkflow)
+	h.command("bot.b1", emergency.ActionPause, "reduce only until the close")
+
+	increase := h.submit(&contract.Request{WorkflowID: "trade", BotID: "b1", Inputs: map[string]any{"symbol": "BTCUSDT", "side": "buy", "qty": 0.1, "price": 65000}})
+	st := h.waitStatus("trade", increase, 10*time.Second)
+	if st.Status != contract.StatusFailed || st.Error.Kind != worker.KindTradingPaused {
+		t.Fatalf("increasing order: %s %+v", st.Status, st.Error)
+	}
+	reduce := h.submit(&contract.Request{WorkflowID: "trade", BotID: "b1", Inputs: map[string]any{"symbol": "BTCUSDT", "side": "sell", "qty": 0.1, "price": 65000, "reduce_only": true}})
+	if st := h.waitStatus("trade", reduce, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("reduce-only order: %s %+v", st.Status, st.Error)
+	}
+	orders := h.messages(contract.StreamOrders, "flow.orders.>")
+	if len(orders) != 1 {
+		t.Fatalf("%d order intents, want 1", len(orders))
+	}
+	var o contract.OrderIntent
+	if err := json.Unmarshal(orders[0].Data(), &o); err != nil {
+		t.Fatal(err)
+	}
+	if !o.ReduceOnly || o.ClientOrderID != reduce+".buy" || orders[0].Headers().Get(jetstream.MsgIDHeader) != o.ClientOrderID || o.CorrelationID != "exec_trade_"+reduce {
+		t.Errorf("intent = %+v", o)
+	}
+}
+
+func TestBreachedRiskLimitHaltsOnceAcrossWorkers(t *testing.T) {
+	h := newHarness(t)
+	for i := range 3 {
+		h.startWorker(fmt.Sprintf("w%d", i+1), nil)
+	}
+	h.deploy(quickWorkflow)
+	if err := h.client.SetLimit(h.ctx, "bot.b1", contract.RiskLimit{ID: "max-daily-loss", Type: contract.LimitDailyLoss, Threshold: 1000, AutoHalt: true}); err != nil {
+		t.Fatal(err)
+	}
+	loss := -1500.0
+	if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, emergency.TradingDay{}); err != nil {
+		t.Fatal(err)
+	}
+	var halts []contract.EmergencyCommand
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		halts = nil
+		for _, m := range h.messages(contract.StreamEmergency, "flow.emergency.bot.b1") {
+			halts = append(halts, emergency.DecodeCommand(m.Data()))
+		}
+		if len(halts) == 0 {
+			return errors.New("no halt yet")
+		}
+		return nil
+	})
+	id := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b1"})
+	if st := h.waitStatus("quick", id, 10*time.Second); st.Status != contract.StatusHalted {
+		t.Errorf("bot b1 after the breach: %s", st.Status)
+	}
+	// Every worker saw the breach; the stream holds exactly one halt.
+	halts = nil
+	for _, m := range h.messages(contract.StreamEmergency, "flow.emergency.>") {
+		halts = append(halts, emergency.DecodeCommand(m.Data()))
+	}
+	if len(halts) != 1 {
+		t.Fatalf("%d emergency commands, want exactly one halt: %+v", len(halts), halts)
+	}
+	for _, want := range []string{"max-daily-loss", "1500", "1000"} {
+		if !strings.Contains(halts[0].Reason, want) {
+			t.Errorf("halt reason %q does not name %s", halts[0].Reason, want)
+		}
+	}
+	board, err := h.client.Board(h.ctx)
+	if err != nil || board.Get("bot.b1").State != emergency.Halted {
+		t.Errorf("board = %+v, %v", board, err)
+	}
+}
+
+func TestRiskLimitWithoutAutoHaltRefusesTheOrder(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(tradeWorkflow)
+	if err := h.client.SetLimit(h.ctx, "global", contract.RiskLimit{ID: "btc-size", Type: contract.LimitPositionSize, Symbol: "BTCUSDT", Threshold: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the worker has the limit: a small order passes, a large one is refused.
+	small := h.submit(&contract.Request{WorkflowID: "trade", BotID: "b1", Inputs: map[string]any{"symbol": "BTCUSDT", "side": "buy", "qty": 0.5, "price": 65000}})
+	if st := h.waitStatus("trade", small, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("small order: %s %+v", st.Status, st.Error)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		big := h.submit(&contract.Request{WorkflowID: "trade", BotID: "b1", Inputs: map[string]any{"symbol": "BTCUSDT", "side": "buy", "qty": 2, "price": 65000}})
+		st := h.waitStatus("trade", big, 10*time.Second)
+		if st.Status != contract.StatusFailed || st.Error.Kind != worker.KindRiskLimit {
+			return fmt.Errorf("big order: %s %+v", st.Status, st.Error)
+		}
+		failed := h.waitEvent("trade", big, contract.NodeFailed, "buy", time.Second)
+		if !strings.Contains(failed.Error.Message, "btc-size") {
+			return fmt.Errorf("node_failed = %+v", failed.Error)
+		}
+		return nil
+	})
+	board, err := h.client.Board(h.ctx)
+	if err != nil || board.Get("global").State != emergency.Active {
+		t.Errorf("a limit without auto_halt halted: %+v %v", board, err)
+	}
+}
+
+func TestFailsClosedWhileTheEmergencyStreamCannotBeConfirmed(t *testing.T) {
+	h := newHarness(t)
+	w, _ := h.startWorkerObj("w1", func(c *worker.Config) { c.EmergencyStaleness = 300 * time.Millisecond })
+	h.deploy(`{"id": "slow-trade", "nodes": [
+	  {"id": "wait", "type": "delay", "config": {"duration": "1500ms"}},
+	  {"id": "buy", "type": "order", "depends_on": ["wait"], "config": {"symbol": "'BTCUSDT'", "side": "'buy'", "quantity": "0.1"}}
+	]}`)
+	h.deploy(quickWorkflow)
+	running := h.submit(&contract.Request{WorkflowID: "slow-trade", BotID: "b1"})
+	h.waitEvent("slow-trade", running, contract.NodeStarted, "wait", 10*time.Second)
+
+	// Break the follower: the emergency stream disappears.
+	if err := h.js.DeleteStream(h.ctx, contract.StreamEmergency); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if w.Ready() {
+			return errors.New("worker still confirms the emergency state")
+		}
+		return nil
+	})
+	// The running execution reaches its order, which is refused.
+	st := h.waitStatus("slow-trade", running, 10*time.Second)
+	if st.Status != contract.StatusFailed || st.Error.Kind != worker.KindEmergencyUnknown {
+		t.Fatalf("order while unconfirmed: %s %+v", st.Status, st.Error)
+	}
+	// A new request is not started: it waits, in the stream or held by the worker,
+	// without spending a delivery.
+	waiting := h.submit(&contract.Request{WorkflowID: "quick"})
+	cons, err := h.js.Consumer(h.ctx, contract.StreamExec, "flowguard-workers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 5*time.Second, func() error {
+		info, err := cons.Info(h.ctx)
+		if err != nil {
+			return err
+		}
+		if info.NumPending+uint64(info.NumAckPending) != 1 || info.NumRedelivered != 0 {
+			return fmt.Errorf("pending %d, ack pending %d, redelivered %d", info.NumPending, info.NumAckPending, info.NumRedelivered)
+		}
+		return nil
+	})
+	if _, err := h.client.Status(h.ctx, "quick", waiting); err == nil {
+		t.Fatal("a request started while the emergency state was unknown")
+	}
+	if evs := h.events("quick", waiting); len(evs) != 0 {
+		t.Fatalf("a request started while the emergency state was unknown: %v", eventTypes(evs))
+	}
+
+	// The stream comes back (as any worker's provisioning recreates it): service resumes by itself.
+	if _, err := provision.Ensure(h.ctx, h.js, provision.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := h.waitStatus("quick", waiting, 15*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("after the stream came back: %s", st.Status)
+	}
+}
+
+func TestReplayedOrderNodeOrdersOnce(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(tradeWorkflow)
+	inputs := map[string]any{"symbol": "ETHUSDT", "side": "buy", "qty": 1, "price": 3000}
+	id := h.submit(&contract.Request{WorkflowID: "trade", BotID: "b1", RequestID: "replay-1", Inputs: inputs})
+	if st := h.waitStatus("trade", id, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("first run: %s", st.Status)
+	}
+
+	// Simulate a crash after the order was published but before its checkpoint and
+	// the terminal status: the state says running, the order node has no checkpoint.
+	store := h.store()
+	st, rev, err := store.Status(h.ctx, "trade", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Status, st.FinishedAt, st.TerminalEvent = contract.StatusRunning, nil, nil
+	if _, err := store.PutStatus(h.ctx, st, rev); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.stateKV().Purge(h.ctx, contract.CheckpointKey("trade", id, "buy")); err != nil {
+		t.Fatal(err)
+	}
+	// The request is delivered again (published without a message id, past dedupe).
+	data, _ := json.Marshal(contract.Request{WorkflowID: "trade", BotID: "b1", RequestID: "replay-1", Inputs: inputs})
+	h.publishRaw("flow.exec.trade", data, nil)
+
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		st, _, err := store.Status(h.ctx, "trade", id)
+		if err != nil || st.Status != contract.StatusCompleted {
+			return fmt.Errorf("status %+v %v", st, err)
+		}
+		return nil
+	})
+	evs := h.events("trade", id)
+	var resumed bool
+	var completions []contract.Event
+	for _, ev := range evs {
+		if ev.Type == contract.ExecutionStarted && ev.Resumed {
+			resumed = true
+		}
+		if ev.Type == contract.NodeCompleted && ev.NodeID == "buy" {
+			completions = append(completions, ev)
+		}
+	}
+	if !resumed || len(completions) != 2 || completions[1].Outputs["duplicate"] != true {
+		t.Fatalf("resumed %v, buy completions %+v", resumed, completions)
+	}
+	if orders := h.messages(contract.StreamOrders, "flow.orders.b1"); len(orders) != 1 {
+		t.Fatalf("%d order intents for one order node, want 1", len(orders))
+	}
+}
