@@ -93,3 +93,83 @@ func benchEndToEnd(b *testing.B, concurrency int, oneAtATime bool) {
 	b.ReportMetric(pct(0.50), "p50-ms")
 	b.ReportMetric(pct(0.99), "p99-ms")
 }
+
+// BenchmarkHaltPropagation measures, with 3 workers and 300 executions in flight,
+// the time from publishing a halt to each execution's running node being
+// interrupted (the time of its node_failed event). Each iteration resumes, starts
+// 300 executions, halts and waits for all of them.
+func BenchmarkHaltPropagation(b *testing.B) {
+	const inFlight = 300
+	h := newHarness(b)
+	for i := range 3 {
+		h.startWorker(fmt.Sprintf("w%d", i+1), func(c *worker.Config) { c.Consumer.Concurrency = inFlight / 3 })
+	}
+	h.deploy(longWorkflow)
+
+	var mu sync.Mutex
+	started, interrupted := 0, []time.Time{}
+	sub, err := h.nc.Subscribe("flow.events.*.long.*.*", func(m *nats.Msg) {
+		var ev contract.Event
+		if json.Unmarshal(m.Data, &ev) != nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case ev.Type == contract.NodeStarted:
+			started++
+		case ev.Type == contract.NodeFailed && ev.Error != nil && ev.Error.Kind == contract.KindHalted:
+			interrupted = append(interrupted, ev.Time)
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Unsubscribe()
+	waitCount := func(what string, count func() int) {
+		deadline := time.Now().Add(time.Minute)
+		for {
+			mu.Lock()
+			n := count()
+			mu.Unlock()
+			if n >= inFlight {
+				return
+			}
+			if time.Now().After(deadline) {
+				b.Fatalf("%d of %d executions %s", n, inFlight, what)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+
+	var delays, lasts []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		h.command("global", "resume", "next round")
+		mu.Lock()
+		started, interrupted = 0, interrupted[:0]
+		mu.Unlock()
+		for j := range inFlight {
+			h.submit(&contract.Request{WorkflowID: "long", RequestID: fmt.Sprintf("halt-%d-%d", i, j)})
+		}
+		waitCount("started", func() int { return started })
+		t0 := time.Now()
+		h.command("global", "halt", "benchmark")
+		waitCount("interrupted", func() int { return len(interrupted) })
+		var last time.Duration
+		for _, at := range interrupted {
+			d := at.Sub(t0)
+			delays = append(delays, d)
+			last = max(last, d)
+		}
+		lasts = append(lasts, last)
+	}
+	b.StopTimer()
+	slices.Sort(delays)
+	slices.Sort(lasts)
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(delays[len(delays)/2]), "p50-ms")
+	b.ReportMetric(ms(delays[len(delays)*99/100]), "p99-ms")
+	b.ReportMetric(ms(lasts[len(lasts)-1]), "max-ms")
+	b.ReportMetric(ms(lasts[len(lasts)/2]), "last-p50-ms")
+}
