@@ -161,6 +161,9 @@ type DeadLetter struct {
 	Request       json.RawMessage `json:"request,omitempty"`
 	Payload       string          `json:"payload,omitempty"`
 	Truncated     bool            `json:"truncated,omitempty"`
+	// LastStatus is the execution's status when it was dead-lettered: its last
+	// attempt, worker and error.
+	LastStatus *Status `json:"last_status,omitempty"`
 }
 
 // EmergencyCommand is published to flow.emergency.<scope>.

@@ -22,6 +22,9 @@ const DefaultMaxParallelNodes = 8
 // ErrWorkflowTimeout is the cause of an execution stopped by its workflow timeout.
 var ErrWorkflowTimeout = errors.New("workflow timeout exceeded")
 
+// KindPanic is the error kind of a node that panicked.
+const KindPanic = "panic"
+
 // errNodeTimeout is the cause of an attempt stopped by its node timeout.
 var errNodeTimeout = errors.New("node timeout exceeded")
 
@@ -322,7 +325,7 @@ func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, env *node
 	start := time.Now()
 	attemptCtx, cancel := context.WithTimeoutCause(ctx, pn.timeout, errNodeTimeout)
 	defer cancel()
-	res, err := pn.runner.Run(attemptCtx, nodes.Input{Env: env, Attempt: 1})
+	res, err := runGuarded(attemptCtx, pn.runner, nodes.Input{Env: env, Attempt: 1})
 	out := nodeResult{idx: idx, res: res, err: err, attempt: 1, duration: time.Since(start)}
 	if err != nil {
 		out.errKind = nodes.KindOf(err)
@@ -332,6 +335,17 @@ func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, env *node
 		}
 	}
 	return out
+}
+
+// runGuarded runs a node, turning a panic into a node failure: a faulty node must
+// not take the worker, and every execution on it, down.
+func runGuarded(ctx context.Context, r nodes.Runner, in nodes.Input) (res nodes.Result, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = nodes.Permanent(KindPanic, fmt.Errorf("node panicked: %v", p))
+		}
+	}()
+	return r.Run(ctx, in)
 }
 
 // finish checkpoints a node's result, publishes its event and releases its dependents.

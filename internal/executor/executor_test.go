@@ -356,3 +356,16 @@ func TestCanceledContextInterruptsWithoutTerminalState(t *testing.T) {
 		t.Error("an interrupted node was checkpointed")
 	}
 }
+
+func TestPanickingNodeFailsWithoutCrashing(t *testing.T) {
+	s := script{"bad": func(context.Context, nodes.Input) (nodes.Result, error) {
+		var m map[string]int
+		m["boom"]++ // a bug in a node
+		return nodes.Result{}, nil
+	}}
+	f := newFixture(nil, 0)
+	out := f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("bad")}}), false)
+	if out.Status != contract.StatusFailed || out.Error.Kind != KindPanic {
+		t.Fatalf("outcome %+v", out)
+	}
+}

@@ -108,6 +108,7 @@ func (w *Worker) deadLetter(ctx context.Context, d *delivery, cause *contract.Er
 		Kind: cause.Kind, Reason: cause.Message, Subject: d.msg.Subject(),
 		WorkflowID: d.workflowID, ExecutionID: d.executionID, CorrelationID: d.correlationID,
 		StreamSeq: d.meta.Sequence.Stream, Deliveries: d.meta.NumDelivered, Time: time.Now().UTC(),
+		LastStatus: d.status,
 	}
 	data := d.msg.Data()
 	switch {

@@ -1,0 +1,63 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/flowguard/flowguard/internal/consumer"
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/natstest"
+)
+
+func TestWorkerRebindsWhenItsConsumerIsDeleted(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(quickWorkflow)
+	before := h.submit(&contract.Request{WorkflowID: "quick"})
+	h.waitStatus("quick", before, 10*time.Second)
+
+	if err := h.js.DeleteConsumer(h.ctx, contract.StreamExec, consumer.DefaultDurable); err != nil {
+		t.Fatal(err)
+	}
+	after := h.submit(&contract.Request{WorkflowID: "quick"})
+	if st := h.waitStatus("quick", after, 20*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("after the consumer was deleted: %s", st.Status)
+	}
+	if _, err := h.js.Consumer(h.ctx, contract.StreamExec, consumer.DefaultDurable); err != nil {
+		t.Errorf("the worker did not recreate its consumer: %v", err)
+	}
+}
+
+func TestRequestIDIsNotRunAgainAfterTheDuplicateWindow(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(quickWorkflow)
+	req := contract.Request{WorkflowID: "quick", RequestID: "once-only"}
+	id := h.submit(&req)
+	first := h.waitStatus("quick", id, 10*time.Second)
+	eventsBefore := len(h.events("quick", id))
+
+	// Published without Nats-Msg-Id, the stream stores it again, as it would once the
+	// duplicate window has passed; the execution's state still says it ran.
+	data, _ := json.Marshal(req)
+	h.publishRaw("flow.exec.quick", data, nil)
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		info, err := h.js.Stream(h.ctx, contract.StreamExec)
+		if err != nil {
+			return err
+		}
+		if n := info.CachedInfo().State.Msgs; n != 0 {
+			return fmt.Errorf("%d requests not acknowledged yet", n)
+		}
+		return nil
+	})
+	st, err := h.client.Status(h.ctx, "quick", id)
+	if err != nil || st.Attempt != first.Attempt || !st.FinishedAt.Equal(*first.FinishedAt) {
+		t.Errorf("status changed: %+v -> %+v (%v)", first, st, err)
+	}
+	if n := len(h.events("quick", id)); n != eventsBefore {
+		t.Errorf("%d events after the republish, %d before: it ran again", n, eventsBefore)
+	}
+}
