@@ -21,6 +21,9 @@ import (
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
+// version is set at build time: go build -ldflags "-X main.version=1.2.3".
+var version = "0.0.0-dev"
+
 type cli struct {
 	Config kong.ConfigFlag `help:"JSON file of settings; keys are flag names with underscores (\"ack_wait\": \"45s\"). Flags and environment win over it." type:"existingfile" env:"FLOWGUARD_CONFIG"`
 
@@ -39,6 +42,7 @@ type cli struct {
 	RedeliveryBackoff []time.Duration `help:"Delays between redeliveries after missed acks, e.g. 5s,30s,2m (default: --ack-wait)." env:"FLOWGUARD_REDELIVERY_BACKOFF"`
 	ShutdownGrace     time.Duration   `help:"On SIGTERM or SIGINT, time given to in-flight executions before they are handed back." default:"30s" env:"FLOWGUARD_SHUTDOWN_GRACE"`
 
+	HTTPAddr           string        `help:"Address serving /metrics (Prometheus), /healthz and /readyz, e.g. :9090 (default: off)." env:"FLOWGUARD_HTTP_ADDR"`
 	EmergencyStaleness time.Duration `help:"Beyond this time without confirming the emergency state, nothing new starts and no order is placed." default:"2s" env:"FLOWGUARD_EMERGENCY_STALENESS"`
 	RiskLimits         string        `help:"JSON file of risk limits by scope ({\"global\": [{\"id\": ..., \"type\": ...}]}); they apply beside those in KV." type:"existingfile" env:"FLOWGUARD_RISK_LIMITS"`
 	TradingDayReset    string        `help:"Time of day (HH:MM) the trading day, and daily loss, resets." default:"00:00" env:"FLOWGUARD_TRADING_DAY_RESET"`
@@ -78,7 +82,7 @@ func run(c cli) error {
 		NATS: c.NATS, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
 		WorkerID: c.WorkerID, Prefix: c.Prefix,
 		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes,
-		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits,
+		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,
 		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone,
 		Consumer: consumer.Config{
 			Concurrency: c.Concurrency, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver,

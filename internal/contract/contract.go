@@ -26,7 +26,18 @@ const (
 const (
 	HeaderCorrelationID = "Correlation-Id"
 	HeaderMsgID         = "Nats-Msg-Id"
+	// HeaderTraceparent is the W3C trace context header; a request's is carried onto
+	// every event and order intent of its execution.
+	HeaderTraceparent = "traceparent"
 )
+
+var traceparentPattern = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
+
+// ValidTraceparent reports whether v is a W3C traceparent header value.
+func ValidTraceparent(v string) bool {
+	return traceparentPattern.MatchString(v) && v[:2] != "ff" &&
+		v[3:35] != "00000000000000000000000000000000" && v[36:52] != "0000000000000000"
+}
 
 // NoBot is the bot_id token of a request that names no bot.
 const NoBot = "_"

@@ -82,3 +82,18 @@ func FuzzDecodeRequest(f *testing.F) {
 		}
 	})
 }
+
+func TestValidTraceparent(t *testing.T) {
+	for v, want := range map[string]bool{
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": true,
+		"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01": false, // upper case
+		"00-00000000000000000000000000000000-00f067aa0ba902b7-01": false, // zero trace id
+		"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01": false, // zero span id
+		"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01": false, // invalid version
+		"garbage": false, "": false,
+	} {
+		if got := ValidTraceparent(v); got != want {
+			t.Errorf("%q: %v, want %v", v, got, want)
+		}
+	}
+}

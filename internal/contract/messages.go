@@ -63,6 +63,7 @@ type Event struct {
 	Reason          string         `json:"reason,omitempty"`
 	Resumed         bool           `json:"resumed,omitempty"`
 	RestoredNodes   []string       `json:"restored_nodes,omitempty"`
+	Traceparent     string         `json:"traceparent,omitempty"`
 }
 
 // Error describes a failure: a machine-readable kind and a message for people.

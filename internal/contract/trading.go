@@ -28,6 +28,7 @@ type OrderIntent struct {
 	ReferencePrice float64   `json:"reference_price,omitempty"`
 	ReduceOnly     bool      `json:"reduce_only"`
 	CreatedAt      time.Time `json:"created_at"`
+	Traceparent    string    `json:"traceparent,omitempty"`
 }
 
 // Price is the price used to value the order: the limit price, else the reference price.

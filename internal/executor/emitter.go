@@ -36,6 +36,7 @@ func NewEmitter(pub EventPublisher, x *Execution, lastSeq uint64) *Emitter {
 			ExecutionID:     x.ID,
 			CorrelationID:   x.CorrelationID,
 			RequestID:       x.RequestID,
+			Traceparent:     x.Traceparent,
 		},
 		now: time.Now,
 		seq: lastSeq,

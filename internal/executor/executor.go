@@ -37,8 +37,10 @@ type Execution struct {
 	BotID           string
 	StrategyID      string
 	CorrelationID   string
-	Inputs          map[string]any
-	Plan            *Plan
+	// Traceparent is the request's W3C trace context, carried onto events and orders.
+	Traceparent string
+	Inputs      map[string]any
+	Plan        *Plan
 	// Resume restores the checkpoints of an earlier attempt instead of rerunning those nodes.
 	Resume bool
 }
@@ -85,6 +87,14 @@ func (o Outcome) Interrupted() bool { return o.Status == "" }
 type Config struct {
 	// MaxParallelNodes bounds the nodes of one execution that run at once; default 8.
 	MaxParallelNodes int
+	// Observer, when set, is told how each node ended, for metrics.
+	Observer Observer
+}
+
+// Observer is told how each node ended (completed or failed) and how long it took.
+// It must not block.
+type Observer interface {
+	NodeFinished(nodeType, outcome string, d time.Duration)
 }
 
 // Executor runs executions. It is safe for concurrent use.
@@ -92,6 +102,7 @@ type Executor struct {
 	checkpoints Checkpointer
 	guard       Guard
 	maxParallel int
+	observer    Observer
 }
 
 // New returns an executor. guard may be nil.
@@ -99,7 +110,7 @@ func New(checkpoints Checkpointer, guard Guard, cfg Config) *Executor {
 	if cfg.MaxParallelNodes <= 0 {
 		cfg.MaxParallelNodes = DefaultMaxParallelNodes
 	}
-	return &Executor{checkpoints: checkpoints, guard: guard, maxParallel: cfg.MaxParallelNodes}
+	return &Executor{checkpoints: checkpoints, guard: guard, maxParallel: cfg.MaxParallelNodes, observer: cfg.Observer}
 }
 
 type nodeResult struct {
@@ -315,7 +326,7 @@ func (r *run) env(pn *planNode) *nodes.Env {
 		Nodes:  before,
 		Execution: nodes.Execution{
 			ID: r.x.ID, WorkflowID: r.x.WorkflowID, BotID: r.x.BotID,
-			StrategyID: r.x.StrategyID, CorrelationID: r.x.CorrelationID,
+			StrategyID: r.x.StrategyID, CorrelationID: r.x.CorrelationID, Traceparent: r.x.Traceparent,
 		},
 	}
 }
@@ -354,6 +365,13 @@ func (r *run) finish(ctx, runCtx context.Context, res nodeResult) error {
 	pn := r.x.Plan.nodes[res.idx]
 	id := pn.def.ID
 	durationMS := res.duration.Milliseconds()
+	if r.e.observer != nil {
+		outcome := contract.NodeStateCompleted
+		if res.err != nil {
+			outcome = contract.NodeStateFailed
+		}
+		r.e.observer.NodeFinished(pn.def.Type, outcome, res.duration)
+	}
 	if res.err != nil {
 		if runCtx.Err() != nil {
 			return context.Cause(runCtx) // halted, timed out or interrupted: not this node's fault

@@ -37,6 +37,7 @@ type Execution struct {
 	BotID         string `expr:"bot_id"`
 	StrategyID    string `expr:"strategy_id"`
 	CorrelationID string `expr:"correlation_id"`
+	Traceparent   string `expr:"traceparent"`
 }
 
 // Result is what a node produced.

@@ -136,7 +136,7 @@ func (r *orderRunner) intent(env *Env) (*contract.OrderIntent, error) {
 	o := &contract.OrderIntent{
 		ClientOrderID: x.ID + "." + r.nodeID, ExecutionID: x.ID, NodeID: r.nodeID, WorkflowID: x.WorkflowID,
 		BotID: x.BotID, StrategyID: x.StrategyID, CorrelationID: x.CorrelationID,
-		Type: r.orderType, ReduceOnly: r.reduceOnlyFixed, CreatedAt: time.Now().UTC(),
+		Type: r.orderType, ReduceOnly: r.reduceOnlyFixed, CreatedAt: time.Now().UTC(), Traceparent: x.Traceparent,
 	}
 	if o.BotID == "" {
 		o.BotID = contract.NoBot

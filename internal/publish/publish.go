@@ -35,7 +35,7 @@ func (p *Publisher) PublishEvent(ctx context.Context, ev *contract.Event) error 
 		return fmt.Errorf("encode event %s: %w", ev.EventID, err)
 	}
 	subject := p.subjects.Event(ev.BotID, ev.WorkflowID, ev.ExecutionID, ev.Type)
-	_, err = p.Msg(ctx, subject, ev.EventID, ev.CorrelationID, data)
+	_, err = p.publish(ctx, subject, ev.EventID, ev.CorrelationID, ev.Traceparent, data)
 	return err
 }
 
@@ -58,6 +58,10 @@ func (p *Publisher) DeadLetter(ctx context.Context, dl *contract.DeadLetter) err
 // Msg publishes data to subject with the given message and correlation ids, retrying
 // while the broker is unreachable, and returns the stream's acknowledgement.
 func (p *Publisher) Msg(ctx context.Context, subject, msgID, correlationID string, data []byte) (*jetstream.PubAck, error) {
+	return p.publish(ctx, subject, msgID, correlationID, "", data)
+}
+
+func (p *Publisher) publish(ctx context.Context, subject, msgID, correlationID, traceparent string, data []byte) (*jetstream.PubAck, error) {
 	msg := nats.NewMsg(subject)
 	msg.Data = data
 	if msgID != "" {
@@ -65,6 +69,9 @@ func (p *Publisher) Msg(ctx context.Context, subject, msgID, correlationID strin
 	}
 	if correlationID != "" {
 		msg.Header.Set(contract.HeaderCorrelationID, correlationID)
+	}
+	if traceparent != "" {
+		msg.Header.Set(contract.HeaderTraceparent, traceparent)
 	}
 	var ack *jetstream.PubAck
 	err := resilience.RetryIO(ctx, isPermanent, func(ctx context.Context) error {
@@ -95,7 +102,7 @@ func (p *Publisher) Order(ctx context.Context, o *contract.OrderIntent) (uint64,
 	if err != nil {
 		return 0, false, fmt.Errorf("encode order %s: %w", o.ClientOrderID, err)
 	}
-	ack, err := p.Msg(ctx, p.subjects.Orders(o.BotID), o.ClientOrderID, o.CorrelationID, data)
+	ack, err := p.publish(ctx, p.subjects.Orders(o.BotID), o.ClientOrderID, o.CorrelationID, o.Traceparent, data)
 	if err != nil {
 		return 0, false, err
 	}

@@ -44,6 +44,11 @@ type Config struct {
 	TradingDayZone  string
 	tradingDay      emergency.TradingDay
 
+	// HTTPAddr, when set, serves /metrics, /healthz and /readyz.
+	HTTPAddr string
+	// Version is reported by the worker's NATS micro service.
+	Version string
+
 	// MaxRequestBytes rejects larger requests as oversized.
 	MaxRequestBytes int
 	// MaxParallelNodes bounds the nodes of one execution that run at once.
@@ -67,6 +72,9 @@ func (c *Config) Validate() error {
 	if c.WorkerID == "" {
 		host, _ := os.Hostname()
 		c.WorkerID = fmt.Sprintf("%s-%d", host, os.Getpid())
+	}
+	if c.Version == "" {
+		c.Version = "0.0.0-dev"
 	}
 	if c.MaxRequestBytes == 0 {
 		c.MaxRequestBytes = DefaultMaxRequestBytes

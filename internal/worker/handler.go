@@ -17,6 +17,7 @@ import (
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
+	"github.com/flowguard/flowguard/internal/metrics"
 )
 
 // Delays before a handed-back request is delivered again.
@@ -35,6 +36,7 @@ type delivery struct {
 	executionID   string
 	correlationID string
 	botID         string
+	traceparent   string
 
 	status    *contract.Status // nil when the execution has no status yet
 	statusRev uint64
@@ -56,6 +58,9 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 	d.botID = contract.NoBot
 	d.identify()
 	ctx = w.logContext(ctx, d)
+	if meta.NumDelivered > 1 {
+		w.metrics.Redelivered()
+	}
 
 	if n := len(msg.Data()); n > w.cfg.MaxRequestBytes {
 		return w.reject(ctx, d, contract.Reject(contract.KindOversized,
@@ -131,7 +136,13 @@ func (w *Worker) logContext(ctx context.Context, d *delivery) context.Context {
 // correlation id is the request's, else the Correlation-Id header's, else
 // exec_<workflow_id>_<execution_id>, the same on every delivery.
 func (d *delivery) identify() {
-	d.correlationID = d.msg.Headers().Get(contract.HeaderCorrelationID)
+	h := d.msg.Headers()
+	d.correlationID = h.Get(contract.HeaderCorrelationID)
+	for _, name := range []string{contract.HeaderTraceparent, "Traceparent"} {
+		if v := h.Get(name); contract.ValidTraceparent(v) {
+			d.traceparent = v
+		}
+	}
 	if d.req != nil {
 		d.workflowID = d.req.WorkflowID
 		if d.req.RequestID != "" {
@@ -201,7 +212,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 
 	x := &executor.Execution{
 		ID: d.executionID, RequestID: d.req.RequestID, WorkflowID: d.workflowID, WorkflowVersion: plan.Version,
-		BotID: d.req.BotID, StrategyID: d.req.StrategyID, CorrelationID: d.correlationID,
+		BotID: d.req.BotID, StrategyID: d.req.StrategyID, CorrelationID: d.correlationID, Traceparent: d.traceparent,
 		Inputs: d.req.Inputs, Plan: plan, Resume: resume,
 	}
 	if x.Inputs == nil {
@@ -213,6 +224,9 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 	}
 	em := executor.NewEmitter(w.pub, x, lastSeq)
 	log.Debug().Bool("resumed", resume).Uint64("attempt", d.meta.NumDelivered).Msg("execution started")
+	w.metrics.ExecutionStarted()
+	outcome := metrics.OutcomeHandedBack
+	defer func() { w.metrics.ExecutionEnded(outcome, time.Since(now)) }()
 	out := w.exec.Run(ctx, x, em)
 	if out.Interrupted() {
 		return w.handBack(ctx, out.Cause)
@@ -245,6 +259,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 	if err := em.Publish(ctx, &built); err != nil {
 		return w.handBack(ctx, err) // the redelivery finds the terminal status and publishes the event
 	}
+	outcome = out.Status
 	ev2 := log.Info().Str("status", out.Status).Dur("duration", finished.Sub(now))
 	if out.Error != nil {
 		ev2 = ev2.Str("error_kind", out.Error.Kind).Str("error", out.Error.Message)

@@ -14,6 +14,7 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
+	"github.com/flowguard/flowguard/internal/metrics"
 )
 
 // reject ends a request that can never run: an execution_rejected event, a dead
@@ -26,6 +27,8 @@ func (w *Worker) reject(ctx context.Context, d *delivery, rej *contract.Rejectio
 	if err != nil {
 		return w.handBack(ctx, err)
 	}
+	w.metrics.Ended(metrics.OutcomeRejected)
+	w.metrics.DeadLettered(rej.Kind)
 	return consumer.Outcome{Decision: consumer.Ack}
 }
 
@@ -39,6 +42,8 @@ func (w *Worker) exhausted(ctx context.Context, d *delivery) consumer.Outcome {
 		cause: &contract.Error{Kind: contract.KindMaxDeliveries, Message: reason}, deadLetter: true}); err != nil {
 		return w.handBack(ctx, err)
 	}
+	w.metrics.Ended(metrics.OutcomeFailed)
+	w.metrics.DeadLettered(contract.KindMaxDeliveries)
 	return consumer.Outcome{Decision: consumer.Ack}
 }
 
@@ -50,6 +55,7 @@ func (w *Worker) halted(ctx context.Context, d *delivery, halt *contract.HaltErr
 		cause: &contract.Error{Kind: contract.KindHalted, Message: halt.Error()}}); err != nil {
 		return w.handBack(ctx, err)
 	}
+	w.metrics.Ended(metrics.OutcomeHalted)
 	return consumer.Outcome{Decision: consumer.Ack}
 }
 
@@ -68,7 +74,7 @@ func (w *Worker) endUnrun(ctx context.Context, d *delivery, e ending) error {
 			return err
 		}
 	}
-	x := &executor.Execution{ID: d.executionID, WorkflowID: d.workflowID, CorrelationID: d.correlationID, BotID: d.botID}
+	x := &executor.Execution{ID: d.executionID, WorkflowID: d.workflowID, CorrelationID: d.correlationID, BotID: d.botID, Traceparent: d.traceparent}
 	if d.req != nil {
 		x.RequestID, x.StrategyID = d.req.RequestID, d.req.StrategyID
 	}

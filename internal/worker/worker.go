@@ -5,6 +5,7 @@ package worker
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
+	"github.com/flowguard/flowguard/internal/metrics"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/nodes"
 	"github.com/flowguard/flowguard/internal/provision"
@@ -48,6 +50,9 @@ type Worker struct {
 	plans         *plans
 	ctrl          *emergency.Controller
 	risk          *emergency.Risk
+	metrics       *metrics.Metrics
+	nc            *nats.Conn
+	consumer      *consumer.Consumer
 
 	ready atomic.Bool
 }
@@ -62,12 +67,29 @@ func New(cfg Config, log zerolog.Logger) (*Worker, error) {
 		log:      log.With().Str("worker_id", cfg.WorkerID).Logger(),
 		subjects: contract.Subjects{Prefix: cfg.Prefix},
 		registry: nodes.NewRegistry(),
+		metrics:  metrics.New(),
 	}, nil
 }
 
 // Ready reports whether the worker is consuming and knows the current emergency
 // state: a worker is not ready before it knows whether trading is halted.
-func (w *Worker) Ready() bool { return w.ready.Load() && w.ctrl.Ready() }
+func (w *Worker) Ready() bool { return w.Readiness() == nil }
+
+// Readiness says why the worker is not ready: not started, not connected to NATS,
+// consumer not bound, or the emergency state not confirmed.
+func (w *Worker) Readiness() error {
+	switch {
+	case !w.ready.Load():
+		return errors.New("starting or stopping")
+	case !w.nc.IsConnected():
+		return errors.New("not connected to NATS")
+	case !w.consumer.Bound():
+		return errors.New("request consumer not bound")
+	case !w.ctrl.Ready():
+		return emergency.ErrStale
+	}
+	return nil
+}
 
 // Run connects, provisions and handles requests until ctx ends, then shuts down
 // gracefully (see consumer.Consumer.Run) and returns.
@@ -88,27 +110,46 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err := w.setup(ctx, nc); err != nil {
 		return err
 	}
-	cons, err := consumer.New(w.js, w.cfg.Consumer, w.handle, w.log, consumer.WithGate(w.canStart))
+	svc, err := w.registerService(nc)
 	if err != nil {
 		return err
 	}
+	defer func() { _ = svc.Stop() }()
+	var httpListener net.Listener
+	if w.cfg.HTTPAddr != "" {
+		if httpListener, err = net.Listen("tcp", w.cfg.HTTPAddr); err != nil {
+			return fmt.Errorf("listen for metrics and health checks on %s: %w; choose another --http-addr", w.cfg.HTTPAddr, err)
+		}
+	}
 
-	// The emergency controller and the risk watch outlive the consumer: in-flight
-	// executions stay under halt control while they finish.
-	followCtx, stopFollowing := context.WithCancel(context.WithoutCancel(ctx))
-	var followers sync.WaitGroup
-	followers.Add(2)
-	go func() { defer followers.Done(); _ = w.ctrl.Run(followCtx) }()
-	go func() { defer followers.Done(); _ = w.risk.Run(followCtx) }()
-	defer func() { stopFollowing(); followers.Wait() }()
+	// The emergency controller, the risk watch and the HTTP endpoints outlive the
+	// consumer: in-flight executions stay under halt control while they finish.
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	var background sync.WaitGroup
+	goBackground := func(name string, run func(context.Context) error) {
+		background.Add(1)
+		go func() {
+			defer background.Done()
+			if err := run(bgCtx); err != nil {
+				w.log.Error().Err(err).Str("component", name).Msg("stopped with an error")
+			}
+		}()
+	}
+	goBackground("emergency", w.ctrl.Run)
+	goBackground("risk", w.risk.Run)
+	if httpListener != nil {
+		goBackground("http", func(ctx context.Context) error { return w.metrics.Serve(ctx, httpListener, w.Readiness) })
+	}
+	defer func() { stopBackground(); background.Wait() }()
 	if err := w.awaitEmergencyState(ctx); err != nil {
 		return err
 	}
 
 	w.ready.Store(true)
 	defer w.ready.Store(false)
-	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).Msg("worker started")
-	err = cons.Run(ctx)
+	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).
+		Str("http", w.cfg.HTTPAddr).Str("version", w.cfg.Version).Msg("worker started")
+	err = w.consumer.Run(ctx)
 	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
 		w.log.Warn().Err(derr).Msg("drain connection")
 	}
@@ -159,6 +200,7 @@ func (w *Worker) setup(ctx context.Context, nc *nats.Conn) error {
 		return fmt.Errorf("open stream %s: %w", contract.StreamExec, err)
 	}
 	w.execStreamTag = strconv.FormatInt(execStream.CachedInfo().Created.Unix(), 36)
+	w.nc = nc
 	w.js = js
 	w.events = events
 	w.store = kvstate.New(buckets.State, buckets.Workflows)
@@ -172,10 +214,15 @@ func (w *Worker) setup(ctx context.Context, nc *nats.Conn) error {
 	}
 	w.registry.Register("order", nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub}})
 	w.registry.Register("risk_update", nodes.RiskUpdate{Metrics: w.risk})
-	w.exec = executor.New(w.store, guard{w.ctrl}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes})
+	w.ctrl.OnChange(func(st emergency.ScopeState) { w.metrics.EmergencyState(st.Scope, emergencyLevel[st.State]) })
+	w.exec = executor.New(w.store, guard{w.ctrl}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Observer: w.metrics})
 	w.plans = newPlans(w.store, w.registry)
-	return nil
+	w.consumer, err = consumer.New(js, w.cfg.Consumer, w.handle, w.log, consumer.WithGate(w.canStart))
+	return err
 }
+
+// emergencyLevel is a scope state as a metric value.
+var emergencyLevel = map[string]int{emergency.Active: 0, emergency.Paused: 1, emergency.Halted: 2}
 
 // awaitEmergencyState waits until the emergency state is loaded: a worker started
 // during a halt must never run anything.
