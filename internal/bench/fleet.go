@@ -1,0 +1,323 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
+)
+
+// longWorkflow keeps executions in flight: one node waits a long time.
+func longWorkflow(id, wait string) string {
+	return fmt.Sprintf(`{"id": %q, "nodes": [{"id": "wait", "type": "delay", "config": {"duration": %q}}]}`, id, wait)
+}
+
+// nodeEvents records, per execution, the time (event time) of events of one type.
+type nodeEvents struct {
+	mu   sync.Mutex
+	at   map[string]time.Time
+	sub  *nats.Subscription
+	keep func(*contract.Event) bool
+}
+
+func (e *env) watchEvents(workflowID, eventType string, keep func(*contract.Event) bool) (*nodeEvents, error) {
+	w := &nodeEvents{at: map[string]time.Time{}, keep: keep}
+	sub, err := e.nc.Subscribe(fmt.Sprintf("flow.events.*.%s.*.%s", workflowID, eventType), func(m *nats.Msg) {
+		var ev contract.Event
+		if json.Unmarshal(m.Data, &ev) != nil || (w.keep != nil && !w.keep(&ev)) {
+			return
+		}
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if _, seen := w.at[ev.ExecutionID]; !seen {
+			w.at[ev.ExecutionID] = ev.Time
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.sub = sub
+	return w, nil
+}
+
+func (w *nodeEvents) snapshot() map[string]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make(map[string]time.Time, len(w.at))
+	for k, v := range w.at {
+		out[k] = v
+	}
+	return out
+}
+
+func (w *nodeEvents) reset() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	clear(w.at)
+}
+
+// waitFor polls until cond holds or within passes.
+func waitFor(ctx context.Context, within time.Duration, what string, cond func() (bool, string)) error {
+	deadline := time.Now().Add(within)
+	for {
+		ok, state := cond()
+		if ok {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not reached within %s: %s", what, within, state)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (e *env) command(ctx context.Context, scope, action string) error {
+	_, err := e.client.Emergency(ctx, scope, contract.EmergencyCommand{Action: action, Reason: "flowbench", IssuedBy: "flowbench"})
+	return err
+}
+
+// haltPropagation runs rounds of: inFlight executions running on workers workers,
+// then a halt; it measures from publishing the halt to each node interrupted.
+func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int) (*Halt, error) {
+	for i := range workers {
+		stop, err := e.startWorker(ctx, fmt.Sprintf("halt-%d", i+1), inFlight/workers)
+		if err != nil {
+			return nil, err
+		}
+		defer stop()
+	}
+	wf := "bench-halt"
+	if _, _, err := e.client.Deploy(ctx, []byte(longWorkflow(wf, "10m"))); err != nil {
+		return nil, err
+	}
+	started, err := e.watchEvents(wf, contract.NodeStarted, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer started.sub.Unsubscribe()
+	interrupted, err := e.watchEvents(wf, contract.NodeFailed, func(ev *contract.Event) bool {
+		return ev.Error != nil && ev.Error.Kind == contract.KindHalted
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer interrupted.sub.Unsubscribe()
+
+	scope := "workflow." + wf
+	var delays, lasts []time.Duration
+	for round := range rounds {
+		e.cfg.Progress("halt propagation", round, rounds)
+		started.reset()
+		interrupted.reset()
+		if err := e.command(ctx, scope, emergency.ActionResume); err != nil {
+			return nil, err
+		}
+		run := time.Now().UnixNano()
+		for i := range inFlight {
+			if _, err := e.client.Submit(ctx, &contract.Request{WorkflowID: wf, RequestID: fmt.Sprintf("h%d-%d", run, i)}); err != nil {
+				return nil, err
+			}
+		}
+		if err := waitFor(ctx, time.Minute, "all executions running", func() (bool, string) {
+			n := len(started.snapshot())
+			return n >= inFlight, fmt.Sprintf("%d running", n)
+		}); err != nil {
+			return nil, err
+		}
+		t0 := time.Now()
+		if err := e.command(ctx, scope, emergency.ActionHalt); err != nil {
+			return nil, err
+		}
+		if err := waitFor(ctx, time.Minute, "all executions interrupted", func() (bool, string) {
+			n := len(interrupted.snapshot())
+			return n >= inFlight, fmt.Sprintf("%d interrupted", n)
+		}); err != nil {
+			return nil, err
+		}
+		var last time.Duration
+		for _, at := range interrupted.snapshot() {
+			d := at.Sub(t0)
+			delays = append(delays, d)
+			last = max(last, d)
+		}
+		lasts = append(lasts, last)
+	}
+	if err := e.command(ctx, scope, emergency.ActionResume); err != nil {
+		return nil, err
+	}
+	e.cfg.Progress("halt propagation", rounds, rounds)
+	sortDurations(delays)
+	sortDurations(lasts)
+	return &Halt{Workers: workers, InFlight: inFlight, Rounds: rounds,
+		P50MS: percentile(delays, 0.5), P99MS: percentile(delays, 0.99), MaxMS: ms(lasts[len(lasts)-1])}, nil
+}
+
+// workerProcess starts a worker process and waits until it reports ready.
+func (e *env) workerProcess(ctx context.Context, id string, args ...string) (*os.Process, error) {
+	p := e.cfg.WorkerCommand(append([]string{"--worker-id", id}, args...)...)
+	if p == nil {
+		return nil, errors.New("cannot start a worker process")
+	}
+	err := waitFor(ctx, 30*time.Second, "worker "+id+" ready", func() (bool, string) {
+		reply, err := e.nc.Request("flow.workers."+id+".status", nil, time.Second)
+		if err != nil {
+			return false, err.Error()
+		}
+		var st struct {
+			Ready bool `json:"ready"`
+		}
+		_ = json.Unmarshal(reply.Data, &st)
+		return st.Ready, string(reply.Data)
+	})
+	if err != nil {
+		_ = p.Kill()
+		_, _ = p.Wait()
+		return nil, err
+	}
+	return p, nil
+}
+
+func stopProcess(p *os.Process) {
+	_ = p.Kill()
+	_, _ = p.Wait()
+}
+
+// recovery kills a worker process holding executions and measures the time until
+// the last of them is resumed by another worker.
+func (e *env) recovery(ctx context.Context) (*Recovery, error) {
+	e.cfg.Progress("recovery after SIGKILL", 0, 1)
+	ackWait := e.cfg.AckWait.String()
+	victim, err := e.workerProcess(ctx, "victim", "--ack-wait", ackWait, "--concurrency", "50")
+	if err != nil {
+		return nil, err
+	}
+	defer stopProcess(victim)
+	wf := "bench-recover"
+	if _, _, err := e.client.Deploy(ctx, []byte(longWorkflow(wf, "5s"))); err != nil {
+		return nil, err
+	}
+	resumed, err := e.watchEvents(wf, contract.ExecutionStarted, func(ev *contract.Event) bool { return ev.Resumed })
+	if err != nil {
+		return nil, err
+	}
+	defer resumed.sub.Unsubscribe()
+	started, err := e.watchEvents(wf, contract.NodeStarted, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer started.sub.Unsubscribe()
+	const n = 50
+	run := time.Now().UnixNano()
+	for i := range n {
+		if _, err := e.client.Submit(ctx, &contract.Request{WorkflowID: wf, RequestID: fmt.Sprintf("r%d-%d", run, i)}); err != nil {
+			return nil, err
+		}
+	}
+	if err := waitFor(ctx, time.Minute, "executions running on the victim", func() (bool, string) {
+		k := len(started.snapshot())
+		return k >= n, fmt.Sprintf("%d running", k)
+	}); err != nil {
+		return nil, err
+	}
+	survivor, err := e.workerProcess(ctx, "survivor", "--ack-wait", ackWait, "--concurrency", "50")
+	if err != nil {
+		return nil, err
+	}
+	defer stopProcess(survivor)
+	t0 := time.Now()
+	stopProcess(victim)
+	if err := waitFor(ctx, 2*time.Minute, "executions resumed", func() (bool, string) {
+		k := len(resumed.snapshot())
+		return k >= n, fmt.Sprintf("%d resumed", k)
+	}); err != nil {
+		return nil, err
+	}
+	var last time.Duration
+	for _, at := range resumed.snapshot() {
+		last = max(last, at.Sub(t0))
+	}
+	e.cfg.Progress("recovery after SIGKILL", 1, 1)
+	return &Recovery{AckWaitMS: ms(e.cfg.AckWait), Executions: n, RecoverMS: ms(last)}, nil
+}
+
+// memory reads a worker process's resident memory idle, then with inFlight
+// executions running.
+func (e *env) memory(ctx context.Context, inFlight int) (*Memory, error) {
+	e.cfg.Progress("worker memory", 0, 2)
+	p, err := e.workerProcess(ctx, "memory", "--concurrency", strconv.Itoa(inFlight))
+	if err != nil {
+		return nil, err
+	}
+	defer stopProcess(p)
+	idle, err := rssMB(p.Pid)
+	if err != nil {
+		return nil, err
+	}
+	e.cfg.Progress("worker memory", 1, 2)
+	wf := "bench-memory"
+	if _, _, err := e.client.Deploy(ctx, []byte(longWorkflow(wf, "10m"))); err != nil {
+		return nil, err
+	}
+	started, err := e.watchEvents(wf, contract.NodeStarted, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer started.sub.Unsubscribe()
+	run := time.Now().UnixNano()
+	for i := range inFlight {
+		if _, err := e.client.Submit(ctx, &contract.Request{WorkflowID: wf, RequestID: fmt.Sprintf("m%d-%d", run, i)}); err != nil {
+			return nil, err
+		}
+	}
+	if err := waitFor(ctx, 2*time.Minute, "executions in flight", func() (bool, string) {
+		k := len(started.snapshot())
+		return k >= inFlight, fmt.Sprintf("%d in flight", k)
+	}); err != nil {
+		return nil, err
+	}
+	busy, err := rssMB(p.Pid)
+	if err != nil {
+		return nil, err
+	}
+	// Let the executions go: halt their workflow, then lift the halt.
+	if err := e.command(ctx, "workflow."+wf, emergency.ActionHalt); err != nil {
+		return nil, err
+	}
+	if err := e.command(ctx, "workflow."+wf, emergency.ActionResume); err != nil {
+		return nil, err
+	}
+	e.cfg.Progress("worker memory", 2, 2)
+	return &Memory{IdleMB: idle, InFlight: inFlight, InFlightMB: busy}, nil
+}
+
+// rssMB reads a process's resident set size from /proc (Linux).
+func rssMB(pid int) (float64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read memory of process %d (Linux only): %w", pid, err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err != nil {
+				return 0, err
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for process %d", pid)
+}
