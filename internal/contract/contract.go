@@ -45,11 +45,15 @@ const NoBot = "_"
 // ErrInvalidID is returned for an identifier that cannot be a subject token or KV key part.
 var ErrInvalidID = errors.New("invalid identifier")
 
-var idPattern = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// CheckID returns an error naming field when value is not a valid identifier.
+// CheckID returns an error naming field when value is not a valid identifier:
+// 1 to 64 of A-Z a-z 0-9 _ -.
 func CheckID(field, value string) error {
-	if idPattern.MatchString(value) {
+	valid := len(value) >= 1 && len(value) <= 64
+	for i := 0; valid && i < len(value); i++ {
+		c := value[i]
+		valid = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}
+	if valid {
 		return nil
 	}
 	return fmt.Errorf("%w: %s %q must be 1 to 64 of A-Z a-z 0-9 _ -", ErrInvalidID, field, value)

@@ -23,18 +23,28 @@ const (
 // or ctx ends. Each try gets its own timeout. Use it for idempotent operations only
 // (a KV compare-and-set, a publish deduplicated by its message id).
 func RetryIO(ctx context.Context, permanent func(error) bool, op func(ctx context.Context) error) error {
+	// Most operations succeed at once: try before building any backoff.
+	err := attempt(ctx, op)
+	if err == nil || ctx.Err() != nil || (permanent != nil && permanent(err)) {
+		return err
+	}
 	b := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(ioMinWait),
 		backoff.WithMaxInterval(ioMaxWait),
 		backoff.WithMaxElapsedTime(ioMaxElapsed),
 	)
 	return backoff.Retry(func() error {
-		tctx, cancel := context.WithTimeout(ctx, ioAttemptTimeout)
-		defer cancel()
-		err := op(tctx)
+		err := attempt(ctx, op)
 		if err != nil && permanent != nil && permanent(err) {
 			return backoff.Permanent(err)
 		}
 		return err
 	}, backoff.WithContext(b, ctx))
+}
+
+// attempt runs op once under its own timeout.
+func attempt(ctx context.Context, op func(ctx context.Context) error) error {
+	tctx, cancel := context.WithTimeout(ctx, ioAttemptTimeout)
+	defer cancel()
+	return op(tctx)
 }

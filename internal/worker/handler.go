@@ -57,20 +57,19 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 	d.executionID = w.fallbackExecutionID(meta)
 	d.botID = contract.NoBot
 	d.identify()
-	ctx = w.logContext(ctx, d)
 	if meta.NumDelivered > 1 {
 		w.metrics.Redelivered()
 	}
 
 	if n := len(msg.Data()); n > w.cfg.MaxRequestBytes {
-		return w.reject(ctx, d, contract.Reject(contract.KindOversized,
+		return w.reject(w.logContext(ctx, d), d, contract.Reject(contract.KindOversized,
 			"request is %d bytes, more than the limit of %d; send large data by reference, or raise --max-request-bytes", n, w.cfg.MaxRequestBytes))
 	}
 	req, err := contract.DecodeRequest(d.workflowID, msg.Data())
 	if err != nil {
 		var rej *contract.Rejection
 		errors.As(err, &rej)
-		return w.reject(ctx, d, rej)
+		return w.reject(w.logContext(ctx, d), d, rej)
 	}
 	d.req = req
 	d.identify()
