@@ -10,7 +10,7 @@ import (
 func TestDecodeRequest(t *testing.T) {
 	cases := []struct {
 		name, subjectWF, body string
-		wantErr             string // empty: valid
+		wantErr               string // empty: valid
 	}{
 		{"minimal", "wf", `{"workflow_id":"wf"}`, ""},
 		{"full", "wf", `{"request_id":"r-1","workflow_id":"wf","bot_id":"b1","strategy_id":"s_1","inputs":{"qty":0.5},"not_after":"2030-01-01T00:00:00Z","correlation_id":"c"}`, ""},
