@@ -56,6 +56,13 @@ type Type interface {
 	Compile(node workflow.Node) (Runner, error)
 }
 
+// Names of the provider node types, registered by the worker (with their client)
+// and by the publisher (to check definitions).
+const (
+	TypeHTTP        = "http"
+	TypeNATSRequest = "nats_request"
+)
+
 // ErrUnknownType is returned for a node whose type is not registered.
 var ErrUnknownType = errors.New("unknown node type")
 
@@ -98,6 +105,10 @@ func (r *Registry) Compile(def *workflow.Definition) (map[string]Runner, error) 
 		run, err := t.Compile(n)
 		if err != nil {
 			return nil, fmt.Errorf("%w: node %q (%s): %v", workflow.ErrInvalid, n.ID, n.Type, err)
+		}
+		if _, ok := run.(Provider); !ok && (n.Provider != "" || n.Retry != nil) {
+			return nil, fmt.Errorf("%w: node %q (%s): provider and retry apply to provider nodes only (%s, %s); remove them or use a provider node",
+				workflow.ErrInvalid, n.ID, n.Type, TypeHTTP, TypeNATSRequest)
 		}
 		runners[n.ID] = run
 	}
