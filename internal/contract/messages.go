@@ -83,6 +83,9 @@ const (
 	KindNodeError       = "node_error"
 	KindMaxDeliveries   = "max_deliveries"
 	KindHalted          = "halted"
+	// KindCircuitOpen: a provider node failed at once, without a call, because its
+	// provider's circuit breaker is open.
+	KindCircuitOpen = "circuit_open"
 )
 
 // Status values of an execution.
