@@ -31,6 +31,8 @@ const (
 	Status           = "status"
 	Result           = "result"
 	Checkpoint       = "checkpoint"
+	BreakerState     = "breaker-state"
+	BreakerOverride  = "breaker-override"
 )
 
 const baseURL = "https://flowguard.dev/schemas/"

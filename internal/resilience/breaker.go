@@ -29,7 +29,7 @@ func stateOf(s gobreaker.State) State {
 	return StateClosed
 }
 
-// StateChange is a breaker that changed state.
+// StateChange is a breaker that changed state by itself.
 type StateChange struct {
 	Provider string
 	From, To State
@@ -38,8 +38,6 @@ type StateChange struct {
 	Until time.Time
 	// LastError is the last failure the breaker counted.
 	LastError string
-	// Reset is set when the change is a reset (Breakers.Reset), not a transition.
-	Reset bool
 }
 
 // Hold refuses a provider's calls from outside its breaker: an operator's order,
@@ -174,16 +172,14 @@ func (bs *Breakers) Force(provider string, h *Hold) { bs.get(provider).forced.St
 // the cluster; nil releases the hold.
 func (bs *Breakers) Follow(provider string, h *Hold) { bs.get(provider).cluster.Store(h) }
 
-// Reset replaces a provider's breaker with a closed one, forgetting its counts, and
-// reports the change when it was not closed.
-func (bs *Breakers) Reset(provider string) {
+// Reset replaces a provider's breaker with a closed one, forgetting its counts,
+// and returns the state it replaced. It is not reported to the listener: the
+// caller, who ordered it, reports it.
+func (bs *Breakers) Reset(provider string) State {
 	b := bs.get(provider)
 	old := b.cb.Swap(b.newCircuitBreaker())
-	from := stateOf(old.State())
 	b.lastErr.Store(nil)
-	if from != StateClosed && bs.onChange != nil {
-		bs.onChange(StateChange{Provider: provider, From: from, To: StateClosed, At: bs.now(), Reset: true})
-	}
+	return stateOf(old.State())
 }
 
 // State returns the state of a provider's own breaker, holds aside.

@@ -3,7 +3,6 @@ package resilience
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 )
@@ -140,21 +139,4 @@ func (s Settings) Validate() error {
 		return fmt.Errorf("%w: %s", ErrInvalidSettings, strings.Join(problems, "; "))
 	}
 	return nil
-}
-
-// Scopes of the circuit breakers.
-const (
-	// ScopeLocal keeps each worker's breakers to itself.
-	ScopeLocal = "local"
-	// ScopeCluster shares openings: a breaker that opens on one worker makes every
-	// worker of the cluster fail fast on that provider.
-	ScopeCluster = "cluster"
-)
-
-// CheckScope returns an error unless scope is a known breaker scope.
-func CheckScope(scope string) error {
-	if slices.Contains([]string{ScopeLocal, ScopeCluster}, scope) {
-		return nil
-	}
-	return fmt.Errorf("%w: breaker scope (--breaker-scope) must be %s or %s, got %q", ErrInvalidSettings, ScopeLocal, ScopeCluster, scope)
 }
