@@ -7,9 +7,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"sync/atomic"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -17,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/flowguard/flowguard/internal/breakers"
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/embedded"
@@ -26,6 +29,7 @@ import (
 	"github.com/flowguard/flowguard/internal/nodes"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/publish"
+	"github.com/flowguard/flowguard/internal/resilience"
 )
 
 // Worker consumes execution requests and runs them.
@@ -40,23 +44,28 @@ type Worker struct {
 	execStreamTag string
 	store         *kvstate.Store
 	pub           *publish.Publisher
-	registry      *nodes.Registry
 	exec          *executor.Executor
 	plans         *plans
+	secrets       *nodes.Secrets
+	breakers      *breakers.Sync
 
 	ready atomic.Bool
 }
 
-// New checks cfg and returns a worker; Run starts it.
+// New checks cfg and the secrets it lists, and returns a worker; Run starts it.
 func New(cfg Config, log zerolog.Logger) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	secrets, err := nodes.NewSecrets(cfg.Resilience.SecretEnv, os.LookupEnv)
+	if err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	return &Worker{
 		cfg:      cfg,
 		log:      log.With().Str("worker_id", cfg.WorkerID).Logger(),
 		subjects: contract.Subjects{Prefix: cfg.Prefix},
-		registry: nodes.NewRegistry(),
+		secrets:  secrets,
 	}, nil
 }
 
@@ -79,17 +88,29 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	if err := w.setup(ctx, nc); err != nil {
+	// The breakers' sync outlives ctx: it reports breaker changes until the
+	// in-flight executions are done.
+	syncCtx, stopSync := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSync()
+	watch, err := w.setup(ctx, syncCtx, nc)
+	if err != nil {
 		return err
 	}
+	var syncing sync.WaitGroup
+	syncing.Go(func() { w.breakers.Run(syncCtx, watch) })
+	stopBreakers := func() { stopSync(); syncing.Wait() }
+	defer stopBreakers()
 	cons, err := consumer.New(w.js, w.cfg.Consumer, w.handle, w.log)
 	if err != nil {
 		return err
 	}
 	w.ready.Store(true)
 	defer w.ready.Store(false)
-	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).Msg("worker started")
+	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).
+		Str("profile", w.cfg.Resilience.Profile).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
+		Strs("secret_env", w.secrets.Names()).Msg("worker started")
 	err = cons.Run(ctx)
+	stopBreakers()
 	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
 		w.log.Warn().Err(derr).Msg("drain connection")
 	}
@@ -121,30 +142,51 @@ func (w *Worker) startEmbedded() (*server.Server, error) {
 	return srv, nil
 }
 
-// setup provisions the streams and buckets and builds the worker's parts.
-func (w *Worker) setup(ctx context.Context, nc *nats.Conn) error {
+// setup provisions the streams and buckets and builds the worker's parts. The
+// returned watch of the breakers bucket lives until syncCtx ends.
+func (w *Worker) setup(ctx, syncCtx context.Context, nc *nats.Conn) (*breakers.Watch, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	buckets, err := provision.Ensure(ctx, js, w.cfg.Provision)
 	if err != nil {
-		return fmt.Errorf("provision streams and buckets: %w", err)
+		return nil, fmt.Errorf("provision streams and buckets: %w", err)
 	}
 	events, err := js.Stream(ctx, contract.StreamEvents)
 	if err != nil {
-		return fmt.Errorf("open stream %s: %w", contract.StreamEvents, err)
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamEvents, err)
 	}
 	execStream, err := js.Stream(ctx, contract.StreamExec)
 	if err != nil {
-		return fmt.Errorf("open stream %s: %w", contract.StreamExec, err)
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamExec, err)
 	}
+	settings, err := w.cfg.Resilience.Settings()
+	if err != nil {
+		return nil, err
+	}
+	w.breakers = breakers.New(buckets.Breakers, nc, breakers.Config{
+		WorkerID: w.cfg.WorkerID, Scope: w.cfg.Resilience.BreakerScope, Subjects: w.subjects, OpenTime: settings.Breaker.OpenTime,
+	}, w.log)
+	chain, err := resilience.New(resilience.Options{
+		Settings: settings, Transient: nodes.IsTransient, RetryAfter: nodes.RetryAfterOf, OnStateChange: w.breakers.Notify,
+	})
+	if err != nil {
+		return nil, err
+	}
+	watch, err := w.breakers.Watch(syncCtx, chain.Breakers())
+	if err != nil {
+		return nil, err
+	}
+	registry := nodes.NewRegistry()
+	registry.Register(nodes.TypeHTTP, nodes.HTTP{Client: &http.Client{}, Secrets: w.secrets})
+	registry.Register(nodes.TypeNATSRequest, nodes.NATSRequest{Conn: nc, Secrets: w.secrets})
 	w.execStreamTag = strconv.FormatInt(execStream.CachedInfo().Created.Unix(), 36)
 	w.js = js
 	w.events = events
 	w.store = kvstate.New(buckets.State, buckets.Workflows)
 	w.pub = publish.New(js, w.subjects)
-	w.exec = executor.New(w.store, nil, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes})
-	w.plans = newPlans(w.store, w.registry)
-	return nil
+	w.exec = executor.New(w.store, nil, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Resilience: chain})
+	w.plans = newPlans(w.store, registry)
+	return watch, nil
 }
