@@ -31,10 +31,11 @@ type cli struct {
 	NATS   natsconn.Options `embed:""`
 	Prefix string           `help:"Subject prefix." default:"flow" env:"FLOWGUARD_PREFIX"`
 
-	Deploy deployCmd `cmd:"" help:"Validate workflow definitions and store them in flow_workflows."`
-	Run    runCmd    `cmd:"" help:"Publish an execution request; with --wait, follow it to the end."`
-	Events eventsCmd `cmd:"" help:"Print lifecycle events as they happen."`
-	Status statusCmd `cmd:"" help:"Print an execution's status and result from KV."`
+	Deploy  deployCmd  `cmd:"" help:"Validate workflow definitions and store them in flow_workflows."`
+	Run     runCmd     `cmd:"" help:"Publish an execution request; with --wait, follow it to the end."`
+	Events  eventsCmd  `cmd:"" help:"Print lifecycle events as they happen."`
+	Status  statusCmd  `cmd:"" help:"Print an execution's status and result from KV."`
+	Breaker breakerCmd `cmd:"" help:"Force a provider's circuit breaker open or closed on every worker, or show its state."`
 }
 
 // env is what every command gets.

@@ -42,8 +42,16 @@ func New(nc *nats.Conn, prefix string) (*Client, error) {
 	if prefix == "" {
 		prefix = contract.DefaultPrefix
 	}
-	return &Client{nc: nc, js: js, subjects: contract.Subjects{Prefix: prefix}, registry: nodes.NewRegistry()}, nil
+	// Provider node types without their clients: the client checks definitions
+	// and never runs them.
+	registry := nodes.NewRegistry()
+	registry.Register(nodes.TypeHTTP, nodes.HTTP{})
+	registry.Register(nodes.TypeNATSRequest, nodes.NATSRequest{})
+	return &Client{nc: nc, js: js, subjects: contract.Subjects{Prefix: prefix}, registry: registry}, nil
 }
+
+// Subjects are the subjects of the deployment the client talks to.
+func (c *Client) Subjects() contract.Subjects { return c.subjects }
 
 // Registry is the set of node types the client validates definitions against.
 func (c *Client) Registry() *nodes.Registry { return c.registry }
