@@ -64,13 +64,19 @@ func testLogger(t testing.TB) zerolog.Logger {
 // (or the test ends) and waits until it consumes.
 func (h *harness) startWorker(id string, mutate func(*worker.Config)) (stop func()) {
 	h.t.Helper()
+	return h.startWorkerLogging(id, mutate, testLogger(h.t).With().Str("worker", id).Logger())
+}
+
+// startWorkerLogging is startWorker with the worker's logger.
+func (h *harness) startWorkerLogging(id string, mutate func(*worker.Config), log zerolog.Logger) (stop func()) {
+	h.t.Helper()
 	cfg := worker.Config{WorkerID: id}
 	cfg.NATS.URL = h.srv.URL()
 	cfg.Consumer = consumer.Config{ShutdownGrace: 5 * time.Second}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	w, err := worker.New(cfg, testLogger(h.t).With().Str("worker", id).Logger())
+	w, err := worker.New(cfg, log)
 	if err != nil {
 		h.t.Fatal(err)
 	}
