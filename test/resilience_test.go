@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/internal/contract"
@@ -224,25 +225,79 @@ func TestClientErrorIsNotRetried(t *testing.T) {
 	}
 }
 
+// A 429 waits for its Retry-After; the 4s wait is longer than the 3s ack wait, so
+// it also checks that heartbeats keep the request from being redelivered meanwhile.
 func TestTooManyRequestsWaitsForRetryAfter(t *testing.T) {
 	h := newHarness(t)
-	h.startWorker("w1", exactRetries)
+	h.startWorker("w1", func(c *worker.Config) {
+		exactRetries(c)
+		c.Consumer.AckWait = 3 * time.Second
+	})
 	api := newScripted(t, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Retry-After", "4")
 		answer(429, `{"msg": "too many requests"}`)(w, r)
 	}, answer(200, `{"price": 1}`))
 	h.deploy(httpWorkflow("rate-limited", api.URL+"/quote", `"retry": {"max_attempts": 2, "min_wait": "10ms"},`))
 
 	st, evs := h.runOnce("rate-limited")
-	if st.Status != contract.StatusCompleted {
-		t.Fatalf("status %s, error %+v", st.Status, st.Error)
+	if st.Status != contract.StatusCompleted || st.Attempt != 1 {
+		t.Fatalf("status %s after %d deliveries, error %+v; want completed on the first delivery", st.Status, st.Attempt, st.Error)
 	}
 	retries := nodeEvents(evs, contract.NodeRetrying)
-	if len(retries) != 1 || *retries[0].DelayMS != 1000 || retries[0].Error.Kind != nodes.KindRateLimited {
-		t.Fatalf("node_retrying %+v; want one wait of 1000ms (the Retry-After, not the 10ms backoff)", retries)
+	if len(retries) != 1 || *retries[0].DelayMS != 4000 || retries[0].Error.Kind != nodes.KindRateLimited {
+		t.Fatalf("node_retrying %+v; want one wait of 4000ms (the Retry-After, not the 10ms backoff)", retries)
 	}
-	if hits := api.hitTimes(); len(hits) != 2 || hits[1].Sub(hits[0]) < 900*time.Millisecond {
-		t.Errorf("calls at %v; the second should come a second after the first", hits)
+	if hits := api.hitTimes(); len(hits) != 2 || hits[1].Sub(hits[0]) < 3900*time.Millisecond {
+		t.Errorf("calls at %v; the second should come 4s after the first", hits)
+	}
+	if n := strings.Count(strings.Join(eventTypes(evs), " "), contract.ExecutionStarted); n != 1 {
+		t.Errorf("%d execution_started events: the request was redelivered during the wait", n)
+	}
+}
+
+// TestNATSRequestRetriesAMicroService calls a NATS micro service that fails on a
+// script, then one that does not exist.
+func TestNATSRequestRetriesAMicroService(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", exactRetries)
+	var mu sync.Mutex
+	calls := 0
+	svc, err := micro.AddService(h.nc, micro.Config{
+		Name: "quotes", Version: "1.0.0",
+		Endpoint: &micro.EndpointConfig{Subject: "md.quote", Handler: micro.HandlerFunc(func(req micro.Request) {
+			mu.Lock()
+			calls++
+			n := calls
+			mu.Unlock()
+			if n == 1 {
+				_ = req.Error("503", "order book warming up", nil)
+				return
+			}
+			var q struct{ Symbol string }
+			_ = json.Unmarshal(req.Data(), &q)
+			_ = req.RespondJSON(map[string]any{"symbol": q.Symbol, "bid": 64990.5, "ask": 64991.5})
+		})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	h.deploy(`{"id": "nats-quote", "nodes": [{"id": "call", "type": "nats_request", "retry": {"max_attempts": 3, "min_wait": "10ms"},
+		"config": {"subject": "md.quote", "body": {"symbol": "${inputs.symbol}"}, "outputs": {"mid": "(body.bid + body.ask) / 2"}}}]}`)
+	id := h.submit(&contract.Request{WorkflowID: "nats-quote", Inputs: map[string]any{"symbol": "BTCUSDT"}})
+	if st := h.waitStatus("nats-quote", id, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("status %s %+v", st.Status, st.Error)
+	}
+	evs := h.events("nats-quote", id)
+	retries, done := nodeEvents(evs, contract.NodeRetrying), nodeEvents(evs, contract.NodeCompleted)
+	if len(retries) != 1 || retries[0].Error.Kind != nodes.KindServiceError || len(done) != 1 || done[0].Attempt != 2 || done[0].Outputs["mid"] != 64991.0 {
+		t.Errorf("retries %+v, completion %+v", retries, done)
+	}
+
+	h.deploy(`{"id": "nobody", "nodes": [{"id": "call", "type": "nats_request", "retry": {"max_attempts": 2, "min_wait": "10ms"}, "config": {"subject": "md.nobody"}}]}`)
+	st, evs := h.runOnce("nobody")
+	if st.Error == nil || st.Error.Kind != nodes.KindNoResponders || len(nodeEvents(evs, contract.NodeRetrying)) != 1 {
+		t.Errorf("no responders: %+v, events %v; want retried once, then failed with no_responders", st.Error, eventTypes(evs))
 	}
 }
 
