@@ -56,10 +56,14 @@ type GaveUpError struct {
 }
 
 func (e *GaveUpError) Error() string {
-	if e.Deadline {
-		return fmt.Sprintf("gave up after %d attempts, the next retry would pass the workflow deadline: %v", e.Attempts, e.Err)
+	attempts := fmt.Sprintf("%d attempts", e.Attempts)
+	if e.Attempts == 1 {
+		attempts = "1 attempt"
 	}
-	return fmt.Sprintf("failed %d attempts: %v", e.Attempts, e.Err)
+	if e.Deadline {
+		return fmt.Sprintf("gave up after %s, the next retry would pass the workflow deadline: %v", attempts, e.Err)
+	}
+	return fmt.Sprintf("failed %s: %v", attempts, e.Err)
 }
 
 func (e *GaveUpError) Unwrap() error { return e.Err }

@@ -47,6 +47,7 @@ type Worker struct {
 	exec          *executor.Executor
 	plans         *plans
 	secrets       *nodes.Secrets
+	settings      resilience.Settings
 	breakers      *breakers.Sync
 
 	ready atomic.Bool
@@ -106,8 +107,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.ready.Store(true)
 	defer w.ready.Store(false)
+	rs := w.settings
 	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).
-		Str("profile", w.cfg.Resilience.Profile).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
+		Str("profile", w.cfg.Resilience.Profile).Dur("node_timeout", rs.Timeout).Int("retry_attempts", rs.Retry.MaxAttempts).
+		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
+		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
 		Strs("secret_env", w.secrets.Names()).Msg("worker started")
 	err = cons.Run(ctx)
 	stopBreakers()
@@ -165,6 +169,7 @@ func (w *Worker) setup(ctx, syncCtx context.Context, nc *nats.Conn) (*breakers.W
 	if err != nil {
 		return nil, err
 	}
+	w.settings = settings
 	w.breakers = breakers.New(buckets.Breakers, nc, breakers.Config{
 		WorkerID: w.cfg.WorkerID, Scope: w.cfg.Resilience.BreakerScope, Subjects: w.subjects, OpenTime: settings.Breaker.OpenTime,
 	}, w.log)
