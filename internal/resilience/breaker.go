@@ -161,7 +161,8 @@ func (b *breaker) openError(halfOpen bool) error {
 		why += " (last: " + *last + ")"
 	}
 	until := time.Unix(0, b.openUntil.Load()).UTC().Format(time.RFC3339)
-	return &CircuitOpenError{Provider: b.provider, Why: why + "; a probe goes through at " + until}
+	return &CircuitOpenError{Provider: b.provider, Why: why + "; a probe goes through at " + until +
+		" (if the provider is known to be back: publisher breaker close " + b.provider + ")"}
 }
 
 // Force holds a provider's breaker open for every call of this worker, as an
