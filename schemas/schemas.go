@@ -34,6 +34,8 @@ const (
 	OrderIntent      = "order-intent"
 	RiskLimits       = "risk-limits"
 	RiskMetrics      = "risk-metrics"
+	BreakerState     = "breaker-state"
+	BreakerOverride  = "breaker-override"
 )
 
 const baseURL = "https://flowguard.dev/schemas/"

@@ -70,13 +70,19 @@ func (h *harness) startWorker(id string, mutate func(*worker.Config)) (stop func
 // startWorkerObj is startWorker, also returning the worker.
 func (h *harness) startWorkerObj(id string, mutate func(*worker.Config)) (w *worker.Worker, stop func()) {
 	h.t.Helper()
+	return h.startWorkerLogging(id, mutate, testLogger(h.t).With().Str("worker", id).Logger())
+}
+
+// startWorkerLogging is startWorkerObj with the worker's logger.
+func (h *harness) startWorkerLogging(id string, mutate func(*worker.Config), log zerolog.Logger) (w *worker.Worker, stop func()) {
+	h.t.Helper()
 	cfg := worker.Config{WorkerID: id}
 	cfg.NATS.URL = h.srv.URL()
 	cfg.Consumer = consumer.Config{ShutdownGrace: 5 * time.Second}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	w, err := worker.New(cfg, testLogger(h.t).With().Str("worker", id).Logger())
+	w, err := worker.New(cfg, log)
 	if err != nil {
 		h.t.Fatal(err)
 	}

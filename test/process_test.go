@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -174,6 +176,81 @@ func TestCommandsEndToEnd(t *testing.T) {
 		t.Errorf("status of an unknown execution: exit %d\n%s", code, out)
 	}
 
+	w.signal(t, syscall.SIGTERM)
+	if code := w.wait(t, 30*time.Second); code != 0 {
+		t.Errorf("worker exited %d on SIGTERM", code)
+	}
+}
+
+// TestBreakerCommandsEndToEnd forces a provider's breaker open and closed with
+// the publisher binary while a worker binary runs, as an operator would for an
+// exchange's maintenance window.
+func TestBreakerCommandsEndToEnd(t *testing.T) {
+	workerBin, publisherBin := binaries(t)
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"price": 64990.5}`))
+	}))
+	defer api.Close()
+	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	w := start(t, workerBin, "--listen", strings.TrimPrefix(url, "nats://"), "--data-dir", t.TempDir(), "--log-format", "json",
+		"--profile", "production", "--breaker-scope", "cluster")
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if !strings.Contains(w.out.String(), "consumer bound") {
+			return errors.New("worker not consuming yet")
+		}
+		return nil
+	})
+	publisher := func(args ...string) (int, string) {
+		p := start(t, publisherBin, append([]string{"--nats-url", url}, args...)...)
+		return p.wait(t, 30*time.Second), p.out.String()
+	}
+	def := filepath.Join(t.TempDir(), "quote.json")
+	if err := os.WriteFile(def, []byte(`{"id": "quote", "nodes": [{"id": "ticker", "type": "http", "provider": "exchange",
+		"config": {"url": "`+api.URL+`/ticker", "outputs": {"price": "body.price"}}}]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := publisher("deploy", def); code != 0 {
+		t.Fatalf("deploy: exit %d\n%s", code, out)
+	}
+
+	if code, out := publisher("breaker", "open", "exchange", "--reason", "exchange maintenance", "--for", "1h", "--by", "ops"); code != 0 || !strings.Contains(out, "forced open on every worker") {
+		t.Fatalf("breaker open: exit %d\n%s", code, out)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if !strings.Contains(w.out.String(), "provider breaker forced open by an operator") {
+			return errors.New("the worker has not obeyed yet")
+		}
+		return nil
+	})
+	if code, out := publisher("run", "quote", "--wait"); code != 1 || !strings.Contains(out, "circuit_open") || !strings.Contains(out, "exchange maintenance") {
+		t.Errorf("run while forced open: exit %d\n%s", code, out)
+	}
+	if code, out := publisher("breaker", "status", "exchange"); code != 0 || !strings.Contains(out, "forced OPEN until") || !strings.Contains(out, "by ops") {
+		t.Errorf("breaker status: exit %d\n%s", code, out)
+	}
+	if code, out := publisher("breaker", "open", "api.example.com", "--reason", "x"); code != 1 || !strings.Contains(out, "provider") {
+		t.Errorf("an invalid provider: exit %d\n%s", code, out)
+	}
+	if code, out := publisher("breaker", "open", "exchange"); code == 0 || !strings.Contains(out, "--reason") {
+		t.Errorf("an order without a reason: exit %d\n%s", code, out)
+	}
+
+	if code, out := publisher("breaker", "close", "exchange", "--reason", "maintenance over"); code != 0 {
+		t.Fatalf("breaker close: exit %d\n%s", code, out)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if !strings.Contains(w.out.String(), "provider breaker closed by an operator") {
+			return errors.New("the worker has not obeyed yet")
+		}
+		return nil
+	})
+	if code, out := publisher("run", "quote", "--wait"); code != 0 || !strings.Contains(out, "64990.5") {
+		t.Errorf("run after close: exit %d\n%s", code, out)
+	}
+	if code, out := publisher("breaker", "status"); code != 0 || !strings.Contains(out, "closed (breakers reset)") {
+		t.Errorf("breaker status of all: exit %d\n%s", code, out)
+	}
 	w.signal(t, syscall.SIGTERM)
 	if code := w.wait(t, 30*time.Second); code != 0 {
 		t.Errorf("worker exited %d on SIGTERM", code)

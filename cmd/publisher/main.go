@@ -42,6 +42,7 @@ type cli struct {
 	Emergency emergencyCmd `cmd:"" help:"Emergency state and its audit trail."`
 	Risk      riskCmd      `cmd:"" help:"Risk limits and metrics."`
 	Orders    ordersCmd    `cmd:"" help:"Print order intents as they are placed."`
+	Breaker   breakerCmd   `cmd:"" help:"Force a provider's circuit breaker open or closed on every worker, or show its state."`
 }
 
 // env is what every command gets.

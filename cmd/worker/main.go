@@ -18,6 +18,7 @@ import (
 	"github.com/flowguard/flowguard/internal/logging"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/resilience"
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
@@ -52,6 +53,18 @@ type cli struct {
 	DuplicateWindow time.Duration `help:"Requests with the same request_id within this window are stored once." default:"10m" env:"FLOWGUARD_DUPLICATE_WINDOW"`
 	EventsMaxAge    time.Duration `help:"How long lifecycle events are kept." default:"168h" env:"FLOWGUARD_EVENTS_MAX_AGE"`
 	StateTTL        time.Duration `help:"How long execution state is kept in KV." default:"168h" env:"FLOWGUARD_STATE_TTL"`
+
+	Profile          string        `help:"Resilience profile of provider nodes: development, staging or production; the flags below override its values." default:"development" enum:"development,staging,production" env:"FLOWGUARD_PROFILE"`
+	NodeTimeout      time.Duration `help:"Timeout of each node attempt unless the node sets one (default: the profile's, 30s)." env:"FLOWGUARD_NODE_TIMEOUT"`
+	RetryAttempts    int           `help:"Attempts of a provider call, the first included (default: the profile's)." env:"FLOWGUARD_RETRY_ATTEMPTS"`
+	RetryMinWait     time.Duration `help:"First, and shortest, wait before a retry (default: the profile's)." env:"FLOWGUARD_RETRY_MIN_WAIT"`
+	RetryMaxWait     time.Duration `help:"Longest wait before a retry, unless a provider's Retry-After asks for more (default: the profile's)." env:"FLOWGUARD_RETRY_MAX_WAIT"`
+	RetryMultiplier  float64       `help:"Growth of the wait after each retry (default: 2)." env:"FLOWGUARD_RETRY_MULTIPLIER"`
+	RetryJitter      *float64      `help:"Randomizes each wait by plus or minus this fraction, 0 to 1 (default: 0.5)." env:"FLOWGUARD_RETRY_JITTER"`
+	BreakerThreshold uint32        `help:"Consecutive failed attempts that open a provider's circuit breaker (default: the profile's)." env:"FLOWGUARD_BREAKER_THRESHOLD"`
+	BreakerOpenTime  time.Duration `help:"How long an open breaker fails calls at once before it lets a probe through (default: the profile's)." env:"FLOWGUARD_BREAKER_OPEN_TIME"`
+	BreakerScope     string        `help:"local: each worker's breakers are its own; cluster: a breaker that opens on one worker fails fast on every worker." default:"local" enum:"local,cluster" env:"FLOWGUARD_BREAKER_SCOPE"`
+	SecretEnv        []string      `help:"Environment variables that workflows may read with env:NAME placeholders, comma separated; their values are redacted everywhere." env:"FLOWGUARD_SECRET_ENV"`
 
 	Log logging.Options `embed:""`
 }
@@ -91,6 +104,17 @@ func run(c cli) error {
 		Provision: provision.Config{
 			Replicas: c.Replicas, DuplicateWindow: c.DuplicateWindow,
 			EventsMaxAge: c.EventsMaxAge, StateTTL: c.StateTTL,
+		},
+		Resilience: worker.ResilienceConfig{
+			Profile: c.Profile,
+			Overrides: resilience.Settings{
+				Timeout: c.NodeTimeout,
+				Retry: resilience.RetrySettings{
+					MaxAttempts: c.RetryAttempts, MinWait: c.RetryMinWait, MaxWait: c.RetryMaxWait, Multiplier: c.RetryMultiplier,
+				},
+				Breaker: resilience.BreakerSettings{Threshold: c.BreakerThreshold, OpenTime: c.BreakerOpenTime},
+			},
+			Jitter: c.RetryJitter, BreakerScope: c.BreakerScope, SecretEnv: c.SecretEnv,
 		},
 	}, log)
 	if err != nil {

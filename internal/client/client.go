@@ -41,8 +41,13 @@ func New(nc *nats.Conn, prefix string) (*Client, error) {
 	if prefix == "" {
 		prefix = contract.DefaultPrefix
 	}
+	// The client checks definitions and never runs them: the registry's types
+	// without the worker's services suffice.
 	return &Client{nc: nc, js: js, subjects: contract.Subjects{Prefix: prefix}, registry: nodes.NewRegistry()}, nil
 }
+
+// Subjects are the subjects of the deployment the client talks to.
+func (c *Client) Subjects() contract.Subjects { return c.subjects }
 
 // Registry is the set of node types the client validates definitions against.
 func (c *Client) Registry() *nodes.Registry { return c.registry }

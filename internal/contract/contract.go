@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 )
 
 // Stream and bucket names.
@@ -20,6 +21,7 @@ const (
 	BucketState     = "flow_state"
 	BucketWorkflows = "flow_workflows"
 	BucketRisk      = "flow_risk"
+	BucketBreakers  = "flow_breakers"
 )
 
 // Headers set on every message of an execution.
@@ -105,6 +107,9 @@ func (s Subjects) DLQAll() string { return s.Prefix + ".dlq.>" }
 // Breakers is the subject of a provider's circuit breaker state changes.
 func (s Subjects) Breakers(provider string) string { return s.Prefix + ".breakers." + provider }
 
+// BreakersAll matches every breaker state change.
+func (s Subjects) BreakersAll() string { return s.Prefix + ".breakers.>" }
+
 func orAny(token string) string {
 	if token == "" {
 		return "*"
@@ -136,6 +141,32 @@ func CheckpointPrefix(workflowID, executionID string) string {
 
 // LatestKey is the key holding the id of a workflow's latest execution.
 func LatestKey(workflowID string) string { return "workflow." + workflowID + ".latest_execution" }
+
+// KV keys of the flow_breakers bucket.
+
+// BreakerOverrideKey is the key of an operator's order about a provider's breaker.
+func BreakerOverrideKey(provider string) string { return breakerOverridePrefix + provider }
+
+// BreakerStateKey is the key of a provider's last breaker state change reported by
+// a worker in cluster scope.
+func BreakerStateKey(provider string) string { return breakerStatePrefix + provider }
+
+const (
+	breakerOverridePrefix = "override."
+	breakerStatePrefix    = "state."
+)
+
+// ParseBreakerKey splits a flow_breakers key into what it holds, "override" or
+// "state", and the provider; ok is false for any other key.
+func ParseBreakerKey(key string) (what, provider string, ok bool) {
+	if p, found := strings.CutPrefix(key, breakerOverridePrefix); found && CheckID("provider", p) == nil {
+		return "override", p, true
+	}
+	if p, found := strings.CutPrefix(key, breakerStatePrefix); found && CheckID("provider", p) == nil {
+		return "state", p, true
+	}
+	return "", "", false
+}
 
 // HaltError is the cancellation cause of an execution stopped by an emergency halt.
 type HaltError struct {

@@ -84,6 +84,9 @@ const (
 	KindNodeError       = "node_error"
 	KindMaxDeliveries   = "max_deliveries"
 	KindHalted          = "halted"
+	// KindCircuitOpen: a provider node failed at once, without a call, because its
+	// provider's circuit breaker is open.
+	KindCircuitOpen = "circuit_open"
 )
 
 // Status values of an execution.
@@ -173,4 +176,54 @@ type EmergencyCommand struct {
 	Reason   string    `json:"reason,omitempty"`
 	IssuedBy string    `json:"issued_by,omitempty"`
 	IssuedAt time.Time `json:"issued_at,omitzero"`
+}
+
+// Breaker states, scopes, sources and operators' actions.
+const (
+	BreakerClosed   = "closed"
+	BreakerOpen     = "open"
+	BreakerHalfOpen = "half_open"
+
+	BreakerScopeLocal   = "local"
+	BreakerScopeCluster = "cluster"
+
+	// BreakerSourceBreaker: the breaker changed by itself (failures, probe).
+	BreakerSourceBreaker = "breaker"
+	// BreakerSourceOperator: the worker obeyed an operator's order.
+	BreakerSourceOperator = "operator"
+
+	BreakerActionOpen  = "open"
+	BreakerActionClose = "close"
+)
+
+// BreakerState is published on flow.breakers.<provider> by a worker whose breaker
+// for the provider changed state; in cluster scope it is also the value of
+// state.<provider> in flow_breakers, which every worker follows.
+type BreakerState struct {
+	Provider string    `json:"provider"`
+	State    string    `json:"state"`
+	Previous string    `json:"previous,omitempty"`
+	WorkerID string    `json:"worker_id"`
+	Scope    string    `json:"scope"`
+	Source   string    `json:"source"`
+	Time     time.Time `json:"time"`
+	// OpenUntil is when an open breaker lets a probe through; in cluster scope,
+	// for half_open, until when the other workers wait for the probe's outcome.
+	OpenUntil *time.Time `json:"open_until,omitempty"`
+	// Reason is the last failure counted when the breaker opened, or the
+	// operator's reason.
+	Reason string `json:"reason,omitempty"`
+}
+
+// BreakerOverride is an operator's order about a provider's breaker, the value of
+// override.<provider> in flow_breakers. Every worker obeys it: open refuses the
+// provider's calls (until Until, when set); close lifts that and resets the
+// provider's breakers to closed.
+type BreakerOverride struct {
+	Provider string     `json:"provider"`
+	Action   string     `json:"action"`
+	Reason   string     `json:"reason,omitempty"`
+	IssuedBy string     `json:"issued_by,omitempty"`
+	IssuedAt time.Time  `json:"issued_at"`
+	Until    *time.Time `json:"until,omitempty"`
 }

@@ -1,10 +1,12 @@
 // Package executor runs a workflow's DAG: a node starts when all its dependencies
 // have completed, independent nodes run concurrently (bounded), every node runs
-// under its timeout, each finished node is checkpointed before its dependents
-// start, and every step is published as a lifecycle event.
+// under its timeout (provider nodes through the resilience chain: timeout per
+// attempt, retries, circuit breaker), each finished node is checkpointed before
+// its dependents start, and every step is published as a lifecycle event.
 package executor
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/resilience"
+	"github.com/flowguard/flowguard/internal/workflow"
 )
 
 // DefaultMaxParallelNodes bounds the nodes of one execution that run at once.
@@ -24,9 +28,6 @@ var ErrWorkflowTimeout = errors.New("workflow timeout exceeded")
 
 // KindPanic is the error kind of a node that panicked.
 const KindPanic = "panic"
-
-// errNodeTimeout is the cause of an attempt stopped by its node timeout.
-var errNodeTimeout = errors.New("node timeout exceeded")
 
 // Execution is one run of a plan.
 type Execution struct {
@@ -87,6 +88,11 @@ func (o Outcome) Interrupted() bool { return o.Status == "" }
 type Config struct {
 	// MaxParallelNodes bounds the nodes of one execution that run at once; default 8.
 	MaxParallelNodes int
+	// Resilience runs provider nodes (runners that implement nodes.Provider); its
+	// settings give the default node timeout and retries. Nil runs every node
+	// with its timeout only (default workflow.DefaultNodeTimeout): no retry, no
+	// breaker. The worker always sets it.
+	Resilience *resilience.Chain
 	// Observer, when set, is told how each node ended, for metrics.
 	Observer Observer
 }
@@ -103,6 +109,9 @@ type Executor struct {
 	guard       Guard
 	maxParallel int
 	observer    Observer
+	chain       *resilience.Chain
+	timeout     time.Duration // default node timeout
+	retry       resilience.RetrySettings
 }
 
 // New returns an executor. guard may be nil.
@@ -110,7 +119,11 @@ func New(checkpoints Checkpointer, guard Guard, cfg Config) *Executor {
 	if cfg.MaxParallelNodes <= 0 {
 		cfg.MaxParallelNodes = DefaultMaxParallelNodes
 	}
-	return &Executor{checkpoints: checkpoints, guard: guard, maxParallel: cfg.MaxParallelNodes, observer: cfg.Observer}
+	e := &Executor{checkpoints: checkpoints, guard: guard, maxParallel: cfg.MaxParallelNodes, chain: cfg.Resilience, timeout: workflow.DefaultNodeTimeout, observer: cfg.Observer}
+	if e.chain != nil {
+		e.timeout, e.retry = e.chain.Settings().Timeout, e.chain.Settings().Retry
+	}
+	return e
 }
 
 type nodeResult struct {
@@ -122,7 +135,8 @@ type nodeResult struct {
 	duration time.Duration
 }
 
-// run holds the state of one execution; only the coordinating goroutine touches it.
+// run holds the state of one execution; only the coordinating goroutine touches
+// it, except em and log, which node goroutines use to report retries.
 type run struct {
 	e       *Executor
 	x       *Execution
@@ -307,7 +321,7 @@ func (r *run) startReady(ctx, runCtx context.Context) error {
 		}
 		r.running++
 		env := r.env(pn)
-		go func() { r.results <- r.e.runNode(runCtx, idx, pn, env) }()
+		go func() { r.results <- r.e.runNode(runCtx, idx, pn, env, r.retried(runCtx, pn)) }()
 	}
 	return nil
 }
@@ -331,19 +345,28 @@ func (r *run) env(pn *planNode) *nodes.Env {
 	}
 }
 
-// runNode runs one node under its timeout.
-func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, env *nodes.Env) nodeResult {
+// runNode runs one node: a provider node through the resilience chain, calling
+// onRetry before each retry; any other node once, under its timeout.
+func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, env *nodes.Env, onRetry func(int, time.Duration, error)) nodeResult {
 	start := time.Now()
-	attemptCtx, cancel := context.WithTimeoutCause(ctx, pn.timeout, errNodeTimeout)
-	defer cancel()
-	res, err := runGuarded(attemptCtx, pn.runner, nodes.Input{Env: env, Attempt: 1})
-	out := nodeResult{idx: idx, res: res, err: err, attempt: 1, duration: time.Since(start)}
+	timeout := cmp.Or(pn.timeout, e.timeout)
+	var res nodes.Result
+	op := func(ctx context.Context, attempt int) error {
+		var err error
+		res, err = runGuarded(ctx, pn.runner, nodes.Input{Env: env, Attempt: attempt})
+		return err
+	}
+	attempts := 1
+	var err error
+	if pn.provider != nil && e.chain != nil {
+		call := resilience.Call{Provider: pn.provider.Provider(), Timeout: timeout, Retry: e.retry.Override(pn.retry), OnRetry: onRetry}
+		attempts, err = e.chain.Do(ctx, call, op)
+	} else {
+		err = resilience.WithTimeout(ctx, timeout, func(ctx context.Context) error { return op(ctx, 1) })
+	}
+	out := nodeResult{idx: idx, res: res, err: err, attempt: attempts, duration: time.Since(start)}
 	if err != nil {
-		out.errKind = nodes.KindOf(err)
-		if ctx.Err() == nil && errors.Is(context.Cause(attemptCtx), errNodeTimeout) {
-			out.errKind = contract.KindTimeout
-			out.err = fmt.Errorf("node timed out after %s; raise its timeout if the call is slow: %w", pn.timeout, err)
-		}
+		out.res, out.errKind = nodes.Result{}, errorKind(err)
 	}
 	return out
 }
@@ -357,6 +380,37 @@ func runGuarded(ctx context.Context, r nodes.Runner, in nodes.Input) (res nodes.
 		}
 	}()
 	return r.Run(ctx, in)
+}
+
+// errorKind is the kind of a node failure: the chain's own, else the node's.
+func errorKind(err error) string {
+	switch {
+	case errors.Is(err, resilience.ErrCircuitOpen):
+		return contract.KindCircuitOpen
+	case errors.Is(err, resilience.ErrAttemptTimeout):
+		return contract.KindTimeout
+	}
+	return nodes.KindOf(err)
+}
+
+// retried returns the listener of a provider node's retries: it publishes
+// node_retrying and logs. It runs in the node's goroutine, so it only reads the
+// run's emitter (safe for concurrent use) and logger.
+func (r *run) retried(ctx context.Context, pn *planNode) func(int, time.Duration, error) {
+	if pn.provider == nil {
+		return nil
+	}
+	return func(attempt int, delay time.Duration, err error) {
+		delayMS := delay.Milliseconds()
+		kind := errorKind(err)
+		r.log.Info().Str("node_id", pn.def.ID).Str("provider", pn.provider.Provider()).Int("attempt", attempt).
+			Dur("delay", delay).Str("error_kind", kind).Err(err).Msg("node retrying")
+		ev := contract.Event{Type: contract.NodeRetrying, NodeID: pn.def.ID, NodeType: pn.def.Type, Attempt: attempt,
+			DelayMS: &delayMS, Error: &contract.Error{Kind: kind, Message: err.Error()}}
+		if err := r.em.Emit(ctx, ev); err != nil {
+			r.log.Warn().Err(err).Str("node_id", pn.def.ID).Msg("publish node_retrying")
+		}
+	}
 }
 
 // finish checkpoints a node's result, publishes its event and releases its dependents.

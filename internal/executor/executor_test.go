@@ -13,6 +13,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/resilience"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
 
@@ -367,5 +368,167 @@ func TestPanickingNodeFailsWithoutCrashing(t *testing.T) {
 	out := f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("bad")}}), false)
 	if out.Status != contract.StatusFailed || out.Error.Kind != KindPanic {
 		t.Fatalf("outcome %+v", out)
+	}
+}
+
+// providerScript is a node type whose nodes call provider "exchange" and run
+// functions chosen by node id.
+type providerScript map[string]func(ctx context.Context, in nodes.Input) (nodes.Result, error)
+
+func (s providerScript) Compile(n workflow.Node) (nodes.Runner, error) {
+	return providerRunner{fn: s[n.ID]}, nil
+}
+
+type providerRunner struct {
+	fn func(ctx context.Context, in nodes.Input) (nodes.Result, error)
+}
+
+func (p providerRunner) Run(ctx context.Context, in nodes.Input) (nodes.Result, error) {
+	return p.fn(ctx, in)
+}
+func (providerRunner) Provider() string { return "exchange" }
+
+// instantTimer fires at once: retry schedules are checked without waiting.
+type instantTimer struct{ c chan time.Time }
+
+func (t *instantTimer) Start(time.Duration) { t.c <- time.Time{} }
+func (t *instantTimer) Stop()               {}
+func (t *instantTimer) C() <-chan time.Time { return t.c }
+
+// providerFixture is an executor with a resilience chain (3 attempts, waits 1s
+// then 2s, exact; breaker threshold 3) and a registry holding the provider type.
+func providerFixture(t *testing.T, threshold uint32) *fixture {
+	t.Helper()
+	chain, err := resilience.New(resilience.Options{
+		Settings: resilience.Settings{
+			Timeout: time.Second,
+			Retry:   resilience.RetrySettings{MaxAttempts: 3, MinWait: time.Second, MaxWait: time.Minute, Multiplier: 2},
+			Breaker: resilience.BreakerSettings{Threshold: threshold, OpenTime: time.Hour},
+		},
+		Transient: nodes.IsTransient,
+		NewTimer:  func() resilience.Timer { return &instantTimer{c: make(chan time.Time, 1)} },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{cps: &memCheckpoints{}, rec: &recorder{}}
+	f.e = New(f.cps, nil, Config{Resilience: chain})
+	return f
+}
+
+func providerPlan(t *testing.T, s providerScript, def *workflow.Definition) *Plan {
+	t.Helper()
+	def.ID = "wf"
+	reg := nodes.NewRegistry()
+	reg.Register("provider", s)
+	runners, err := reg.Compile(def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewPlan(def, 1, runners)
+}
+
+// flaky fails transiently n times, then succeeds; it counts its calls.
+func flaky(n int32, calls *atomic.Int32) func(context.Context, nodes.Input) (nodes.Result, error) {
+	return func(_ context.Context, in nodes.Input) (nodes.Result, error) {
+		if c := calls.Add(1); c <= n {
+			return nodes.Result{}, nodes.Transient(nodes.KindHTTPStatus, errors.New("HTTP 503"))
+		}
+		return nodes.Result{Outputs: map[string]any{"attempt": in.Attempt}}, nil
+	}
+}
+
+func TestProviderNodeRetriesAndReportsEachRetry(t *testing.T) {
+	var calls atomic.Int32
+	f := providerFixture(t, 10)
+	p := providerPlan(t, providerScript{"quote": flaky(2, &calls)}, &workflow.Definition{Nodes: []workflow.Node{{ID: "quote", Type: "provider"}}})
+	out := f.run(context.Background(), p, false)
+	if out.Status != contract.StatusCompleted || out.Outputs["quote"]["attempt"] != 3 {
+		t.Fatalf("outcome %+v", out)
+	}
+	var retries []contract.Event
+	var completed contract.Event
+	for _, ev := range f.rec.events {
+		switch ev.Type {
+		case contract.NodeRetrying:
+			retries = append(retries, ev)
+		case contract.NodeCompleted:
+			completed = ev
+		}
+	}
+	if len(retries) != 2 {
+		t.Fatalf("events %v, want two node_retrying", f.rec.types())
+	}
+	for i, want := range []struct {
+		attempt int
+		delayMS int64
+	}{{2, 1000}, {3, 2000}} {
+		ev := retries[i]
+		if ev.Attempt != want.attempt || ev.DelayMS == nil || *ev.DelayMS != want.delayMS || ev.Error == nil || ev.Error.Kind != nodes.KindHTTPStatus || ev.NodeID != "quote" {
+			t.Errorf("retry %d: %+v (delay %v, error %+v), want attempt %d after %dms", i+1, ev, ev.DelayMS, ev.Error, want.attempt, want.delayMS)
+		}
+	}
+	if completed.Attempt != 3 || f.cps.cps["quote"].Attempt != 3 {
+		t.Errorf("node_completed attempt %d, checkpoint attempt %d; want 3", completed.Attempt, f.cps.cps["quote"].Attempt)
+	}
+	for i, ev := range f.rec.events {
+		if ev.Seq != uint64(i+1) {
+			t.Errorf("event %d has seq %d", i, ev.Seq)
+		}
+	}
+}
+
+func TestNodeRetryOverridesTheWorkerSettings(t *testing.T) {
+	var calls atomic.Int32
+	f := providerFixture(t, 10)
+	def := &workflow.Definition{Nodes: []workflow.Node{{ID: "quote", Type: "provider",
+		Retry: &workflow.Retry{MaxAttempts: 2, MinWait: workflow.Duration(5 * time.Second)}}}}
+	out := f.run(context.Background(), providerPlan(t, providerScript{"quote": flaky(5, &calls)}, def), false)
+	if out.Status != contract.StatusFailed || out.Error.Kind != nodes.KindHTTPStatus || calls.Load() != 2 || !strings.Contains(out.Error.Message, "failed 2 attempts") {
+		t.Fatalf("outcome %+v after %d calls; want failure after 2 attempts", out, calls.Load())
+	}
+	for _, ev := range f.rec.events {
+		if ev.Type == contract.NodeRetrying && *ev.DelayMS != 5000 {
+			t.Errorf("retry waited %dms, want the node's min wait 5000", *ev.DelayMS)
+		}
+		if ev.Type == contract.NodeFailed && ev.Attempt != 2 {
+			t.Errorf("node_failed attempt %d, want 2", ev.Attempt)
+		}
+	}
+}
+
+func TestOpenBreakerFailsTheNodeWithKindCircuitOpen(t *testing.T) {
+	var calls atomic.Int32
+	f := providerFixture(t, 3)
+	def := &workflow.Definition{Nodes: []workflow.Node{{ID: "quote", Type: "provider"}}}
+	p := providerPlan(t, providerScript{"quote": flaky(100, &calls)}, def)
+	// The first execution's 3 attempts open the breaker; the next fails at once.
+	if out := f.run(context.Background(), p, false); out.Status != contract.StatusFailed || out.Error.Kind != nodes.KindHTTPStatus {
+		t.Fatalf("first outcome %+v", out)
+	}
+	out := f.run(context.Background(), p, false)
+	if out.Status != contract.StatusFailed || out.Error.Kind != contract.KindCircuitOpen || calls.Load() != 3 {
+		t.Fatalf("second outcome %+v after %d calls; want circuit_open without a call", out, calls.Load())
+	}
+}
+
+func TestOtherNodesAreNotRetried(t *testing.T) {
+	var calls atomic.Int32
+	f := providerFixture(t, 10)
+	s := script{"calc": flaky(1, &calls)}
+	out := f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("calc")}}), false)
+	if out.Status != contract.StatusFailed || calls.Load() != 1 || slices.Contains(f.rec.types(), contract.NodeRetrying+":calc") {
+		t.Fatalf("outcome %+v after %d calls, events %v", out, calls.Load(), f.rec.types())
+	}
+}
+
+func TestRetriesNeverOutliveTheWorkflowTimeout(t *testing.T) {
+	var calls atomic.Int32
+	f := providerFixture(t, 10)
+	// The first retry would wait 1s; the workflow has 300ms.
+	def := &workflow.Definition{Timeout: workflow.Duration(300 * time.Millisecond), Nodes: []workflow.Node{{ID: "quote", Type: "provider"}}}
+	out := f.run(context.Background(), providerPlan(t, providerScript{"quote": flaky(100, &calls)}, def), false)
+	if out.Status != contract.StatusFailed || calls.Load() != 1 || !strings.Contains(out.Error.Message, "would pass the workflow deadline") {
+		t.Fatalf("outcome %+v after %d calls", out, calls.Load())
 	}
 }

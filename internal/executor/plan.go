@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/resilience"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
 
@@ -21,7 +22,12 @@ type planNode struct {
 	deps       []int // indexes of the nodes this one depends on
 	dependents []int
 	ancestors  []int // every node before this one, transitively
-	timeout    time.Duration
+	// timeout is the node's own, 0 for the executor's default.
+	timeout time.Duration
+	// provider is set for nodes that call a provider: they run through the
+	// resilience chain.
+	provider nodes.Provider
+	retry    resilience.RetrySettings // the node's overrides; zero fields keep the defaults
 }
 
 // NewPlan builds a plan from a checked definition and its compiled runners
@@ -34,8 +40,9 @@ func NewPlan(def *workflow.Definition, version uint64, runners map[string]nodes.
 	p := &Plan{Def: def, Version: version, nodes: make([]*planNode, len(def.Nodes))}
 	for i, n := range def.Nodes {
 		pn := &planNode{def: n, runner: runners[n.ID], timeout: time.Duration(n.Timeout)}
-		if pn.timeout == 0 {
-			pn.timeout = workflow.DefaultNodeTimeout
+		pn.provider, _ = pn.runner.(nodes.Provider)
+		if r := n.Retry; r != nil {
+			pn.retry = resilience.RetrySettings{MaxAttempts: r.MaxAttempts, MinWait: time.Duration(r.MinWait), MaxWait: time.Duration(r.MaxWait), Multiplier: r.Multiplier}
 		}
 		for _, d := range n.DependsOn {
 			pn.deps = append(pn.deps, index[d])

@@ -1,11 +1,34 @@
 package nodes
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
-// Error kinds of node failures.
+// Error kinds of node failures. The executor adds timeout and circuit_open.
 const (
+	// KindExpression: an expression or a ${...} placeholder could not be evaluated.
 	KindExpression = "expression"
-	KindNode       = "node_error"
+	// KindNode: a failure of no particular kind.
+	KindNode = "node_error"
+	// KindSecret: a ${env:NAME} placeholder names a variable the worker does not share.
+	KindSecret = "secret"
+	// KindInvalidCall: the rendered URL, subject or body cannot be sent.
+	KindInvalidCall = "invalid_call"
+	// KindConnection: the provider could not be reached, or the connection broke (transient).
+	KindConnection = "connection"
+	// KindHTTPStatus: the provider answered with a non-2xx status; 5xx and 408 are
+	// transient, other 4xx are not.
+	KindHTTPStatus = "http_status"
+	// KindRateLimited: HTTP 429 (transient; its Retry-After is honoured).
+	KindRateLimited = "rate_limited"
+	// KindBadResponse: the answer is too large, or not the JSON it claims to be.
+	KindBadResponse = "bad_response"
+	// KindNoResponders: no NATS service listens on the subject (transient).
+	KindNoResponders = "no_responders"
+	// KindServiceError: a NATS service answered with an error header; codes of 500
+	// and more are transient.
+	KindServiceError = "service_error"
 )
 
 // Error is a node failure with a kind. It unwraps to the cause.
@@ -13,7 +36,9 @@ type Error struct {
 	Kind string
 	// Transient marks failures worth retrying (connection errors, 5xx, no responders).
 	Transient bool
-	Err       error
+	// Wait is how long the provider asked to wait before a retry (HTTP Retry-After).
+	Wait time.Duration
+	Err  error
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
@@ -38,4 +63,13 @@ func KindOf(err error) string {
 func IsTransient(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Transient
+}
+
+// RetryAfterOf returns the wait a failure asks for before a retry, 0 when none.
+func RetryAfterOf(err error) time.Duration {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Wait
+	}
+	return 0
 }

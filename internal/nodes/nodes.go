@@ -57,6 +57,14 @@ type Type interface {
 	Compile(node workflow.Node) (Runner, error)
 }
 
+// Names of the node types that need the worker's services.
+const (
+	TypeHTTP        = "http"
+	TypeNATSRequest = "nats_request"
+	TypeOrder       = "order"
+	TypeRiskUpdate  = "risk_update"
+)
+
 // ErrUnknownType is returned for a node whose type is not registered.
 var ErrUnknownType = errors.New("unknown node type")
 
@@ -64,15 +72,18 @@ var ErrUnknownType = errors.New("unknown node type")
 type Registry struct{ types map[string]Type }
 
 // NewRegistry returns a registry of every built-in type. Types that need the
-// worker's services (order, risk_update) are registered without them: enough to
-// validate definitions; the worker registers them again with their services.
+// worker's services (http, nats_request, order, risk_update) are registered
+// without them: enough to validate definitions; the worker registers them again
+// with their services.
 func NewRegistry() *Registry {
 	r := &Registry{types: map[string]Type{}}
 	r.Register("transform", Transform{})
 	r.Register("condition", Condition{})
 	r.Register("delay", Delay{})
-	r.Register("order", Order{})
-	r.Register("risk_update", RiskUpdate{})
+	r.Register(TypeHTTP, HTTP{})
+	r.Register(TypeNATSRequest, NATSRequest{})
+	r.Register(TypeOrder, Order{})
+	r.Register(TypeRiskUpdate, RiskUpdate{})
 	return r
 }
 
@@ -102,6 +113,10 @@ func (r *Registry) Compile(def *workflow.Definition) (map[string]Runner, error) 
 		run, err := t.Compile(n)
 		if err != nil {
 			return nil, fmt.Errorf("%w: node %q (%s): %v", workflow.ErrInvalid, n.ID, n.Type, err)
+		}
+		if _, ok := run.(Provider); !ok && (n.Provider != "" || n.Retry != nil) {
+			return nil, fmt.Errorf("%w: node %q (%s): provider and retry apply to provider nodes only (%s, %s, %s); remove them or use a provider node",
+				workflow.ErrInvalid, n.ID, n.Type, TypeHTTP, TypeNATSRequest, TypeOrder)
 		}
 		runners[n.ID] = run
 	}

@@ -1,6 +1,7 @@
 package nodes
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,9 @@ import (
 const (
 	KindInvalidOrder = "invalid_order"
 )
+
+// DefaultOrderProvider names the breaker of order nodes that name no provider.
+const DefaultOrderProvider = "orders"
 
 // OrderDesk is what order nodes need from the worker.
 type OrderDesk interface {
@@ -52,6 +56,7 @@ type orderConfig struct {
 }
 
 type orderRunner struct {
+	provider                   string
 	desk                       OrderDesk
 	nodeID, orderType          string
 	symbol, side, quantity     *Expression
@@ -66,7 +71,7 @@ func (o Order) Compile(n workflow.Node) (Runner, error) {
 	if err := decodeConfig(n.Config, &cfg); err != nil {
 		return nil, err
 	}
-	r := &orderRunner{desk: o.Desk, nodeID: n.ID, orderType: cfg.OrderType}
+	r := &orderRunner{desk: o.Desk, nodeID: n.ID, orderType: cfg.OrderType, provider: cmp.Or(n.Provider, DefaultOrderProvider)}
 	if r.orderType == "" {
 		r.orderType = contract.OrderTypeMarket
 	}
@@ -107,6 +112,10 @@ func (o Order) Compile(n workflow.Node) (Runner, error) {
 	}
 	return r, nil
 }
+
+// Provider implements Provider: order attempts run under the resilience chain, so
+// an unconfirmed emergency state or an unreachable stream is retried with backoff.
+func (r *orderRunner) Provider() string { return r.provider }
 
 func (r *orderRunner) Run(ctx context.Context, in Input) (Result, error) {
 	o, err := r.intent(in.Env)

@@ -25,6 +25,7 @@ const (
 	DefaultDLQMaxAge       = 30 * 24 * time.Hour
 	workflowHistory        = 16
 	riskHistory            = 16
+	breakersHistory        = 16
 )
 
 // ErrConflict is matched by the error returned when a stream or bucket exists with a
@@ -77,6 +78,9 @@ type Buckets struct {
 	State     jetstream.KeyValue
 	Workflows jetstream.KeyValue
 	Risk      jetstream.KeyValue
+	// Breakers holds operators' orders about providers' circuit breakers and, in
+	// cluster scope, the breaker states the workers share.
+	Breakers jetstream.KeyValue
 }
 
 // Streams returns the stream configurations of the contract.
@@ -140,6 +144,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (*Buckets, er
 	if b.Risk, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: contract.BucketRisk, Description: "flowguard risk limits and metrics",
 		History: riskHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
+	}); err != nil {
+		return nil, err
+	}
+	if b.Breakers, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket: contract.BucketBreakers, Description: "flowguard circuit breakers: operators' orders and shared states, by provider",
+		History: breakersHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
 	}); err != nil {
 		return nil, err
 	}

@@ -24,6 +24,14 @@ func TestEnsureIsIdempotent(t *testing.T) {
 		if _, err := b.State.Put(ctx, "k", []byte("v")); err != nil {
 			t.Fatal(err)
 		}
+		if _, err := b.Breakers.Put(ctx, contract.BreakerOverrideKey("binance"), []byte("{}")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, name := range []string{contract.BucketState, contract.BucketWorkflows, contract.BucketRisk, contract.BucketBreakers} {
+		if _, err := js.KeyValue(ctx, name); err != nil {
+			t.Errorf("bucket %s: %v", name, err)
+		}
 	}
 	for _, name := range []string{contract.StreamExec, contract.StreamEvents, contract.StreamEmergency, contract.StreamOrders, contract.StreamDLQ} {
 		if _, err := js.Stream(ctx, name); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/resilience"
 )
 
 // Defaults of Config.
@@ -53,6 +54,36 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxParallelNodes bounds the nodes of one execution that run at once.
 	MaxParallelNodes int
+
+	Resilience ResilienceConfig
+}
+
+// ResilienceConfig tunes the calls of provider nodes (see DESIGN.md, Resilience).
+type ResilienceConfig struct {
+	// Profile names the defaults: development (the default), staging or production.
+	Profile string
+	// Overrides replace the profile's values where they are not zero (Jitter aside).
+	Overrides resilience.Settings
+	// Jitter randomizes retry waits by ± this fraction; nil means resilience.DefaultJitter.
+	Jitter *float64
+	// BreakerScope is local (the default: each worker's breakers are its own) or
+	// cluster (a breaker opening on one worker fails fast on every worker).
+	BreakerScope string
+	// SecretEnv lists the environment variables workflows may read as ${env:NAME}.
+	SecretEnv []string
+}
+
+// Settings returns the profile's settings with the overrides applied, checked.
+func (r *ResilienceConfig) Settings() (resilience.Settings, error) {
+	s, err := resilience.Profile(r.Profile)
+	if err != nil {
+		return s, err
+	}
+	s = s.Override(r.Overrides)
+	if r.Jitter != nil {
+		s.Retry.Jitter = *r.Jitter
+	}
+	return s, s.Validate()
 }
 
 // Validate fills defaults and checks every value; its errors say which setting is wrong.
@@ -102,6 +133,18 @@ func (c *Config) Validate() error {
 		return err
 	}
 	c.tradingDay = day
+	if c.Resilience.Profile == "" {
+		c.Resilience.Profile = resilience.Development
+	}
+	if _, err := c.Resilience.Settings(); err != nil {
+		return err
+	}
+	if c.Resilience.BreakerScope == "" {
+		c.Resilience.BreakerScope = contract.BreakerScopeLocal
+	}
+	if s := c.Resilience.BreakerScope; s != contract.BreakerScopeLocal && s != contract.BreakerScopeCluster {
+		return fmt.Errorf("breaker scope must be %s or %s, got %q", contract.BreakerScopeLocal, contract.BreakerScopeCluster, s)
+	}
 	subjects := contract.Subjects{Prefix: c.Prefix}
 	c.Provision.Subjects = subjects
 	if err := c.Provision.Validate(); err != nil {

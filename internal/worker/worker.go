@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/flowguard/flowguard/internal/breakers"
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/embedded"
@@ -31,6 +33,7 @@ import (
 	"github.com/flowguard/flowguard/internal/nodes"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/publish"
+	"github.com/flowguard/flowguard/internal/resilience"
 )
 
 // Worker consumes execution requests and runs them.
@@ -45,7 +48,6 @@ type Worker struct {
 	execStreamTag string
 	store         *kvstate.Store
 	pub           *publish.Publisher
-	registry      *nodes.Registry
 	exec          *executor.Executor
 	plans         *plans
 	ctrl          *emergency.Controller
@@ -53,21 +55,28 @@ type Worker struct {
 	metrics       *metrics.Metrics
 	nc            *nats.Conn
 	consumer      *consumer.Consumer
+	secrets       *nodes.Secrets
+	settings      resilience.Settings
+	breakers      *breakers.Sync
 
 	ready atomic.Bool
 }
 
-// New checks cfg and returns a worker; Run starts it.
+// New checks cfg and the secrets it lists, and returns a worker; Run starts it.
 func New(cfg Config, log zerolog.Logger) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid configuration: %w", err)
+	}
+	secrets, err := nodes.NewSecrets(cfg.Resilience.SecretEnv, os.LookupEnv)
+	if err != nil {
 		return nil, fmt.Errorf("invalid configuration: %w", err)
 	}
 	return &Worker{
 		cfg:      cfg,
 		log:      log.With().Str("worker_id", cfg.WorkerID).Logger(),
 		subjects: contract.Subjects{Prefix: cfg.Prefix},
-		registry: nodes.NewRegistry(),
 		metrics:  metrics.New(),
+		secrets:  secrets,
 	}, nil
 }
 
@@ -107,7 +116,13 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	if err := w.setup(ctx, nc); err != nil {
+	// The emergency controller, the risk watch, the breakers' sync and the HTTP
+	// endpoints outlive ctx: in-flight executions stay under halt control, and
+	// breaker changes are reported, while they finish.
+	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBackground()
+	watch, err := w.setup(ctx, bgCtx, nc)
+	if err != nil {
 		return err
 	}
 	svc, err := w.registerService(nc)
@@ -122,9 +137,6 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}
 
-	// The emergency controller, the risk watch and the HTTP endpoints outlive the
-	// consumer: in-flight executions stay under halt control while they finish.
-	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	var background sync.WaitGroup
 	goBackground := func(name string, run func(context.Context) error) {
 		background.Add(1)
@@ -135,6 +147,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	goBackground("breakers", func(ctx context.Context) error { w.breakers.Run(ctx, watch); return nil })
 	goBackground("emergency", w.ctrl.Run)
 	goBackground("risk", w.risk.Run)
 	if httpListener != nil {
@@ -147,8 +160,13 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	w.ready.Store(true)
 	defer w.ready.Store(false)
+	rs := w.settings
 	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).
-		Str("http", w.cfg.HTTPAddr).Str("version", w.cfg.Version).Msg("worker started")
+		Str("http", w.cfg.HTTPAddr).Str("version", w.cfg.Version).
+		Str("profile", w.cfg.Resilience.Profile).Dur("node_timeout", rs.Timeout).Int("retry_attempts", rs.Retry.MaxAttempts).
+		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
+		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
+		Strs("secret_env", w.secrets.Names()).Msg("worker started")
 	err = w.consumer.Run(ctx)
 	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
 		w.log.Warn().Err(derr).Msg("drain connection")
@@ -181,24 +199,50 @@ func (w *Worker) startEmbedded() (*server.Server, error) {
 	return srv, nil
 }
 
-// setup provisions the streams and buckets and builds the worker's parts.
-func (w *Worker) setup(ctx context.Context, nc *nats.Conn) error {
+// setup provisions the streams and buckets and builds the worker's parts. The
+// returned watch of the breakers bucket lives until bgCtx ends.
+func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Watch, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	buckets, err := provision.Ensure(ctx, js, w.cfg.Provision)
 	if err != nil {
-		return fmt.Errorf("provision streams and buckets: %w", err)
+		return nil, fmt.Errorf("provision streams and buckets: %w", err)
 	}
 	events, err := js.Stream(ctx, contract.StreamEvents)
 	if err != nil {
-		return fmt.Errorf("open stream %s: %w", contract.StreamEvents, err)
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamEvents, err)
 	}
 	execStream, err := js.Stream(ctx, contract.StreamExec)
 	if err != nil {
-		return fmt.Errorf("open stream %s: %w", contract.StreamExec, err)
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamExec, err)
 	}
+	settings, err := w.cfg.Resilience.Settings()
+	if err != nil {
+		return nil, err
+	}
+	w.settings = settings
+	w.breakers = breakers.New(buckets.Breakers, nc, breakers.Config{
+		WorkerID: w.cfg.WorkerID, Scope: w.cfg.Resilience.BreakerScope, Subjects: w.subjects, OpenTime: settings.Breaker.OpenTime,
+	}, w.log)
+	chain, err := resilience.New(resilience.Options{
+		Settings: settings, Transient: nodes.IsTransient, RetryAfter: nodes.RetryAfterOf,
+		OnStateChange: func(c resilience.StateChange) {
+			w.breakers.Notify(c)
+			w.metrics.BreakerState(c.Provider, breakerLevel[c.To])
+		},
+	})
+	if err != nil {
+		return nil, err
+	}
+	watch, err := w.breakers.Watch(bgCtx, chain.Breakers())
+	if err != nil {
+		return nil, err
+	}
+	registry := nodes.NewRegistry()
+	registry.Register(nodes.TypeHTTP, nodes.HTTP{Client: &http.Client{}, Secrets: w.secrets})
+	registry.Register(nodes.TypeNATSRequest, nodes.NATSRequest{Conn: nc, Secrets: w.secrets})
 	w.execStreamTag = strconv.FormatInt(execStream.CachedInfo().Created.Unix(), 36)
 	w.nc = nc
 	w.js = js
@@ -210,19 +254,22 @@ func (w *Worker) setup(ctx context.Context, nc *nats.Conn) error {
 		Subjects: w.subjects, Day: w.cfg.tradingDay, Limits: w.cfg.RiskLimits, IssuedBy: "flowguard-risk@" + w.cfg.WorkerID,
 	}, w.log)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	w.registry.Register("order", nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub}})
-	w.registry.Register("risk_update", nodes.RiskUpdate{Metrics: w.risk})
+	registry.Register(nodes.TypeOrder, nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub}})
+	registry.Register(nodes.TypeRiskUpdate, nodes.RiskUpdate{Metrics: w.risk})
 	w.ctrl.OnChange(func(st emergency.ScopeState) { w.metrics.EmergencyState(st.Scope, emergencyLevel[st.State]) })
-	w.exec = executor.New(w.store, guard{w.ctrl}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Observer: w.metrics})
-	w.plans = newPlans(w.store, w.registry)
+	w.exec = executor.New(w.store, guard{w.ctrl}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Observer: w.metrics, Resilience: chain})
+	w.plans = newPlans(w.store, registry)
 	w.consumer, err = consumer.New(js, w.cfg.Consumer, w.handle, w.log, consumer.WithGate(w.canStart))
-	return err
+	return watch, err
 }
 
-// emergencyLevel is a scope state as a metric value.
-var emergencyLevel = map[string]int{emergency.Active: 0, emergency.Paused: 1, emergency.Halted: 2}
+// Scope and breaker states as metric values.
+var (
+	emergencyLevel = map[string]int{emergency.Active: 0, emergency.Paused: 1, emergency.Halted: 2}
+	breakerLevel   = map[resilience.State]int{resilience.StateClosed: 0, resilience.StateHalfOpen: 1, resilience.StateOpen: 2}
+)
 
 // awaitEmergencyState waits until the emergency state is loaded: a worker started
 // during a halt must never run anything.

@@ -110,6 +110,10 @@ func (d *Definition) Check() error {
 		index[n.ID] = i
 	}
 	for _, n := range d.Nodes {
+		if r := n.Retry; r != nil && r.MinWait > 0 && r.MaxWait > 0 && r.MinWait > r.MaxWait {
+			return fmt.Errorf("%w: node %q: retry.min_wait (%s) is longer than retry.max_wait (%s); the first wait is the shortest",
+				ErrInvalid, n.ID, time.Duration(r.MinWait), time.Duration(r.MaxWait))
+		}
 		seen := make(map[string]bool, len(n.DependsOn))
 		for _, dep := range n.DependsOn {
 			if _, ok := index[dep]; !ok {

@@ -22,6 +22,8 @@ func TestParseRejectsBadDefinitionsNamingTheNode(t *testing.T) {
 		{"no nodes", `{"id":"w","nodes":[]}`, []string{"/nodes"}},
 		{"bad timeout", `{"id":"w","timeout":"soon","nodes":[{"id":"a","type":"t"}]}`, []string{"/timeout"}},
 		{"unknown field", `{"id":"w","nodes":[{"id":"a","type":"t","retries":3}]}`, []string{"retries"}},
+		{"retry waits reversed", `{"id":"w","nodes":[{"id":"a","type":"t","retry":{"min_wait":"5s","max_wait":"1s"}}]}`, []string{`node "a"`, "retry.min_wait (5s) is longer than retry.max_wait (1s)"}},
+		{"provider not an id", `{"id":"w","nodes":[{"id":"a","type":"t","provider":"api.binance.com"}]}`, []string{"/nodes/0/provider"}},
 		{"not JSON", `{"id":`, []string{"not valid JSON"}},
 	}
 	for _, tc := range cases {
