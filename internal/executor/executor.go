@@ -439,35 +439,40 @@ func (r *run) finish(ctx, runCtx context.Context, res nodeResult) error {
 			return &nodeFailure{node: id, err: nodeErr}
 		}
 		cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateFailed, Error: nodeErr, Attempt: res.attempt, FinishedAt: time.Now().UTC()}
-		if err := r.e.checkpoints.PutCheckpoint(ctx, r.x.WorkflowID, r.x.ID, cp); err != nil {
-			return fmt.Errorf("checkpoint node %s: %w", id, err)
-		}
-		if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr, Reason: "continue_on_error: the execution goes on"}); err != nil {
+		if err := r.record(ctx, cp, contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr, Reason: "continue_on_error: the execution goes on"}); err != nil {
 			return err
 		}
 		r.release(res.idx, fmt.Sprintf("dependency %s failed", id))
 		return nil
 	}
 	cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateCompleted, Outputs: res.res.Outputs, Reason: res.res.Skip, Attempt: res.attempt, FinishedAt: time.Now().UTC()}
-	if err := r.e.checkpoints.PutCheckpoint(ctx, r.x.WorkflowID, r.x.ID, cp); err != nil {
-		return fmt.Errorf("checkpoint node %s: %w", id, err)
-	}
-	r.outputs[id] = res.res.Outputs
-	if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeCompleted, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Outputs: res.res.Outputs}); err != nil {
+	if err := r.record(ctx, cp, contract.Event{Type: contract.NodeCompleted, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Outputs: res.res.Outputs}); err != nil {
 		return err
 	}
+	r.outputs[id] = res.res.Outputs
 	r.release(res.idx, res.res.Skip)
 	return nil
+}
+
+// record stores a finished node's checkpoint and publishes its event at the same
+// time, one round trip instead of two; both are done before the nodes after it
+// start. Should the worker die between the two, the node runs again on resume, as
+// a node that had not finished would.
+func (r *run) record(ctx context.Context, cp *contract.Checkpoint, ev contract.Event) error {
+	checkpointed := make(chan error, 1)
+	go func() { checkpointed <- r.e.checkpoints.PutCheckpoint(ctx, r.x.WorkflowID, r.x.ID, cp) }()
+	emitErr := r.em.Emit(ctx, ev)
+	if err := <-checkpointed; err != nil {
+		return fmt.Errorf("checkpoint node %s: %w", cp.NodeID, err)
+	}
+	return emitErr
 }
 
 // skip marks a node skipped, checkpoints it, publishes node_skipped and releases its dependents.
 func (r *run) skip(ctx context.Context, idx int, reason string) error {
 	pn := r.x.Plan.nodes[idx]
 	cp := &contract.Checkpoint{NodeID: pn.def.ID, State: contract.NodeStateSkipped, Reason: reason, FinishedAt: time.Now().UTC()}
-	if err := r.e.checkpoints.PutCheckpoint(ctx, r.x.WorkflowID, r.x.ID, cp); err != nil {
-		return fmt.Errorf("checkpoint node %s: %w", pn.def.ID, err)
-	}
-	if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeSkipped, NodeID: pn.def.ID, NodeType: pn.def.Type, Reason: reason}); err != nil {
+	if err := r.record(ctx, cp, contract.Event{Type: contract.NodeSkipped, NodeID: pn.def.ID, NodeType: pn.def.Type, Reason: reason}); err != nil {
 		return err
 	}
 	r.release(idx, fmt.Sprintf("dependency %s was skipped", pn.def.ID))

@@ -203,10 +203,13 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 		return w.handBack(ctx, err)
 	}
 	d.statusRev = rev
-	if !resume {
-		if err := w.store.SetLatest(ctx, d.workflowID, d.executionID); err != nil {
-			return w.handBack(ctx, err)
-		}
+	// The latest execution is recorded while the execution runs: one round trip
+	// less on its path. It is known before the terminal status is written.
+	latest := make(chan error, 1)
+	if resume {
+		latest <- nil
+	} else {
+		go func() { latest <- w.store.SetLatest(ctx, d.workflowID, d.executionID) }()
 	}
 
 	x := &executor.Execution{
@@ -227,6 +230,9 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 	outcome := metrics.OutcomeHandedBack
 	defer func() { w.metrics.ExecutionEnded(outcome, time.Since(now)) }()
 	out := w.exec.Run(ctx, x, em)
+	if err := <-latest; err != nil && !out.Interrupted() {
+		out = executor.Outcome{Cause: err}
+	}
 	if out.Interrupted() {
 		return w.handBack(ctx, out.Cause)
 	}
