@@ -309,12 +309,43 @@ func TestFailsClosedWhileTheEmergencyStreamCannotBeConfirmed(t *testing.T) {
 		t.Fatalf("a request started while the emergency state was unknown: %v", eventTypes(evs))
 	}
 
-	// The stream comes back (as any worker's provisioning recreates it): service resumes by itself.
-	if _, err := provision.Ensure(h.ctx, h.js, provision.Config{}); err != nil {
+	// No worker recreates the stream silently: its halts would be lifted without a
+	// resume. The operator recreates it deliberately; it starts halted.
+	if _, err := provision.Ensure(h.ctx, h.js, provision.Config{}); !errors.Is(err, provision.ErrEmergencyMissing) {
+		t.Fatalf("provisioning with the emergency stream deleted: %v", err)
+	}
+	if err := h.client.InitEmergency(h.ctx, provision.Config{}, "test", "stream deleted by mistake"); err != nil {
 		t.Fatal(err)
 	}
-	if st := h.waitStatus("quick", waiting, 15*time.Second); st.Status != contract.StatusCompleted {
-		t.Fatalf("after the stream came back: %s", st.Status)
+	if st := h.waitStatus("quick", waiting, 15*time.Second); st.Status != contract.StatusHalted || !strings.Contains(st.Error.Message, "recreated") {
+		t.Fatalf("the held request after the stream came back: %s %+v", st.Status, st.Error)
+	}
+	h.command("global", emergency.ActionResume, "checked")
+	after := h.submit(&contract.Request{WorkflowID: "quick"})
+	if st := h.waitStatus("quick", after, 15*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("after resume: %s", st.Status)
+	}
+}
+
+func TestAHaltSurvivesTheFollowerReconnecting(t *testing.T) {
+	h := newHarness(t)
+	w, _ := h.startWorkerObj("w1", func(c *worker.Config) { c.EmergencyStaleness = 300 * time.Millisecond })
+	h.deploy(quickWorkflow)
+	h.command("bot.b1", emergency.ActionHalt, "standing halt")
+	h.srv.Restart(t)
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if !w.Ready() {
+			return errors.New("worker not ready again")
+		}
+		return nil
+	})
+	halted := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b1"})
+	if st := h.waitStatus("quick", halted, 15*time.Second); st.Status != contract.StatusHalted {
+		t.Fatalf("bot b1 after the restart: %s", st.Status)
+	}
+	other := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b2"})
+	if st := h.waitStatus("quick", other, 15*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("bot b2 after the restart: %s", st.Status)
 	}
 }
 
@@ -335,16 +366,24 @@ func TestReplayedOrderNodeOrdersOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The request is delivered again: the status names the coming message as its
+	// owner, as it would name the redelivered one.
+	info, err := h.js.Stream(h.ctx, contract.StreamExec)
+	if err != nil {
+		t.Fatal(err)
+	}
 	st.Status, st.FinishedAt, st.TerminalEvent = contract.StatusRunning, nil, nil
+	st.StreamSeq = info.CachedInfo().State.LastSeq + 1
 	if _, err := store.PutStatus(h.ctx, st, rev); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.stateKV().Purge(h.ctx, contract.CheckpointKey("trade", id, "buy")); err != nil {
 		t.Fatal(err)
 	}
-	// The request is delivered again (published without a message id, past dedupe).
 	data, _ := json.Marshal(contract.Request{WorkflowID: "trade", BotID: "b1", RequestID: "replay-1", Inputs: inputs})
-	h.publishRaw("flow.exec.trade", data, nil)
+	if seq := h.publishRaw("flow.exec.trade", data, nil); seq != st.StreamSeq {
+		t.Fatalf("published at %d, expected %d", seq, st.StreamSeq)
+	}
 
 	natstest.WaitFor(t, 10*time.Second, func() error {
 		st, _, err := store.Status(h.ctx, "trade", id)

@@ -61,3 +61,46 @@ func TestRequestIDIsNotRunAgainAfterTheDuplicateWindow(t *testing.T) {
 		t.Errorf("%d events after the republish, %d before: it ran again", n, eventsBefore)
 	}
 }
+
+func TestADuplicateOfARunningRequestIsNotRunTwice(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.startWorker("w2", nil)
+	h.deploy(`{"id": "slow-order", "nodes": [
+	  {"id": "wait", "type": "delay", "config": {"duration": "1s"}},
+	  {"id": "buy", "type": "order", "depends_on": ["wait"], "config": {"symbol": "'BTCUSDT'", "side": "'buy'", "quantity": "1"}}
+	]}`)
+	req := contract.Request{WorkflowID: "slow-order", BotID: "b1", RequestID: "dup-1"}
+	h.submit(&req)
+	h.waitEvent("slow-order", "dup-1", contract.NodeStarted, "wait", 10*time.Second)
+	// The same request id again, as a second message (after the duplicate window,
+	// or from a client that sets no Nats-Msg-Id), while the first still runs.
+	data, _ := json.Marshal(req)
+	h.publishRaw("flow.exec.slow-order", data, nil)
+
+	if st := h.waitStatus("slow-order", "dup-1", 15*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("status %s", st.Status)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		info, err := h.js.Stream(h.ctx, contract.StreamExec)
+		if err != nil {
+			return err
+		}
+		if n := info.CachedInfo().State.Msgs; n != 0 {
+			return fmt.Errorf("%d requests not acknowledged yet", n)
+		}
+		return nil
+	})
+	started := 0
+	for _, ev := range h.events("slow-order", "dup-1") {
+		if ev.Type == contract.ExecutionStarted {
+			started++
+		}
+	}
+	if started != 1 {
+		t.Errorf("%d execution_started events, want 1", started)
+	}
+	if orders := h.messages(contract.StreamOrders, "flow.orders.b1"); len(orders) != 1 {
+		t.Errorf("%d order intents, want 1", len(orders))
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
+	"github.com/flowguard/flowguard/internal/provision"
 )
 
 // commandFlags are the flags of halt, pause and resume.
@@ -47,6 +48,27 @@ func (c *resumeCmd) Run(e *env) error { return c.send(e, emergency.ActionResume)
 type emergencyCmd struct {
 	Status  emergencyStatusCmd  `cmd:"" help:"Each scope's state: who set it, when, why."`
 	History emergencyHistoryCmd `cmd:"" help:"Every emergency command, oldest first (the audit trail)."`
+	Init    emergencyInitCmd    `cmd:"" help:"Recreate a deleted emergency stream, with a global halt in it."`
+}
+
+type emergencyInitCmd struct {
+	Reason          string        `help:"Why; recorded with the global halt the stream starts with." required:""`
+	IssuedBy        string        `help:"Who (default: user@host)."`
+	Replicas        int           `help:"Replicas of the stream: the workers' --replicas." default:"1" env:"FLOWGUARD_REPLICAS"`
+	DuplicateWindow time.Duration `help:"Duplicate window: the workers' --duplicate-window." default:"10m" env:"FLOWGUARD_DUPLICATE_WINDOW"`
+}
+
+func (c *emergencyInitCmd) Run(e *env) error {
+	by := c.IssuedBy
+	if by == "" {
+		by = whoAmI()
+	}
+	cfg := provision.Config{Replicas: c.Replicas, DuplicateWindow: c.DuplicateWindow}
+	if err := e.client.InitEmergency(e.ctx, cfg, by, c.Reason); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.out, "emergency stream recreated with a global halt; check what should run, then: publisher resume --reason ...")
+	return nil
 }
 
 type emergencyStatusCmd struct{}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
+	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/schemas"
 )
 
@@ -51,6 +52,21 @@ func (c *Client) Emergency(ctx context.Context, scope string, cmd contract.Emerg
 	return ack.Sequence, nil
 }
 
+// InitEmergency recreates a deleted emergency stream (cfg sizes it as the workers'
+// provisioning would) and stores a global halt in it: the halts it held are lost,
+// so trading stays stopped until someone checks and resumes.
+func (c *Client) InitEmergency(ctx context.Context, cfg provision.Config, issuedBy, reason string) error {
+	cfg.Subjects = c.subjects
+	if err := provision.CreateEmergency(ctx, c.js, cfg); err != nil {
+		return err
+	}
+	_, err := c.Emergency(ctx, emergency.ScopeGlobal, contract.EmergencyCommand{
+		Action: emergency.ActionHalt, IssuedBy: issuedBy,
+		Reason: "emergency stream recreated, earlier halts unknown: " + reason,
+	})
+	return err
+}
+
 // History returns the emergency commands, oldest first; scope filters when not empty.
 func (c *Client) History(ctx context.Context, scope string) ([]Command, error) {
 	filter := c.subjects.EmergencyAll()
@@ -74,17 +90,11 @@ func (c *Client) History(ctx context.Context, scope string) ([]Command, error) {
 // Board returns the state of every scope that received a command, computed as the
 // workers compute it.
 func (c *Client) Board(ctx context.Context) (emergency.Board, error) {
-	history, err := c.History(ctx, "")
-	if err != nil {
-		return nil, err
-	}
 	b := emergency.Board{}
-	for _, cmd := range history {
-		if emergency.CheckScope(cmd.Scope) == nil {
-			b.Apply(cmd.Scope, cmd.EmergencyCommand, cmd.Seq)
-		}
-	}
-	return b, nil
+	err := c.readAll(ctx, contract.StreamEmergency, c.subjects.EmergencyAll(), func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
+		b.ApplyMessage(strings.TrimPrefix(m.Subject(), c.subjects.Emergency("")), m.Data(), meta.Sequence.Stream)
+	})
+	return b, err
 }
 
 // SetLimit adds or replaces (by id) a risk limit of scope.

@@ -9,6 +9,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,9 +31,18 @@ const (
 	gateCheckInterval    = 50 * time.Millisecond
 )
 
-// ErrShutdown is the cancellation cause of handlers still running when the
-// shutdown grace period ends.
-var ErrShutdown = errors.New("worker shutting down")
+var (
+	// ErrShutdown is the cancellation cause of handlers still running when the
+	// shutdown grace period ends.
+	ErrShutdown = errors.New("worker shutting down")
+	// ErrLeaseLost is the cancellation cause of a handler whose connection has been
+	// down so long that the server may already have given its message to another
+	// worker: it stops rather than run the work twice.
+	ErrLeaseLost = errors.New("connection lost for longer than the ack wait allows; the request may be running elsewhere")
+	// ErrConflict is matched by the error returned when the durable consumer exists
+	// with settings that differ from this worker's.
+	ErrConflict = errors.New("existing consumer configuration conflicts")
+)
 
 // Decision is what to do with a message once handled.
 type Decision int
@@ -44,6 +55,10 @@ const (
 	Nak
 	// Term: never deliver the message again.
 	Term
+	// Abandon: leave the message unsettled. The handler no longer holds it (the
+	// server has given it to another worker): settling this stale delivery would
+	// act on the other worker's.
+	Abandon
 )
 
 // Outcome is a handler's decision about one message.
@@ -67,7 +82,9 @@ type Config struct {
 	// AckWait is how long the server waits for an ack before redelivering; handlers
 	// send in-progress heartbeats every AckWait/3 while they run.
 	AckWait time.Duration
-	// MaxDeliver bounds deliveries of a message; 0 means DefaultMaxDeliver.
+	// MaxDeliver bounds deliveries of a message; 0 means DefaultMaxDeliver. The
+	// handler enforces it (the server's bound is off), so that a message is never
+	// left unsettled on a last delivery.
 	MaxDeliver int
 	// BackOff, when set, spaces redeliveries after missed acks (see JetStream's consumer BackOff).
 	BackOff       []time.Duration
@@ -110,15 +127,17 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("max ack pending (%d) must be at least the concurrency (%d)", c.MaxAckPending, c.Concurrency)
 	case len(c.BackOff) > c.MaxDeliver:
 		return fmt.Errorf("redelivery backoff has %d steps, more than max deliver (%d)", len(c.BackOff), c.MaxDeliver)
+	case slices.ContainsFunc(c.BackOff, func(d time.Duration) bool { return d < time.Second }):
+		return fmt.Errorf("redelivery backoff steps must be at least 1s, got %v", c.BackOff)
 	case c.ShutdownGrace < 0:
 		return fmt.Errorf("shutdown grace must not be negative, got %s", c.ShutdownGrace)
 	}
 	return nil
 }
 
-// ServerConfig is the JetStream consumer configuration. MaxDeliver is one more than
-// configured: the extra delivery lets a handler dead-letter a message whose earlier
-// deliveries all died with their workers.
+// ServerConfig is the JetStream consumer configuration. The server does not bound
+// deliveries: the handler dead-letters a message past MaxDeliver, and a message
+// whose handler fails to settle it is delivered again rather than left behind.
 func (c Config) ServerConfig() jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
 		Durable:       c.Durable,
@@ -126,11 +145,39 @@ func (c Config) ServerConfig() jetstream.ConsumerConfig {
 		FilterSubject: c.FilterSubject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       c.AckWait,
-		MaxDeliver:    c.MaxDeliver + 1,
+		MaxDeliver:    -1,
 		BackOff:       c.BackOff,
 		MaxAckPending: c.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
 	}
+}
+
+// conflicts lists how an existing consumer's settings differ from this worker's.
+func (c Config) conflicts(have jetstream.ConsumerConfig) []string {
+	want := c.ServerConfig()
+	var diffs []string
+	diff := func(field string, have, want any) {
+		if fmt.Sprint(have) != fmt.Sprint(want) {
+			diffs = append(diffs, fmt.Sprintf("%s is %v, this worker's is %v", field, have, want))
+		}
+	}
+	diff("ack wait", have.AckWait, want.AckWait)
+	diff("redelivery backoff", have.BackOff, want.BackOff)
+	diff("max deliver", have.MaxDeliver, want.MaxDeliver)
+	diff("filter subject", have.FilterSubject, want.FilterSubject)
+	diff("ack policy", have.AckPolicy, want.AckPolicy)
+	return diffs
+}
+
+// deadline is how long the server waits for an ack or a heartbeat before it
+// redelivers: the ack wait, or the shortest redelivery backoff step when set (the
+// server uses those instead).
+func deadline(cfg jetstream.ConsumerConfig) time.Duration {
+	d := cfg.AckWait
+	for _, b := range cfg.BackOff {
+		d = min(d, b)
+	}
+	return d
 }
 
 // Consumer pulls messages of one durable consumer.
@@ -144,6 +191,9 @@ type Consumer struct {
 	mu       sync.Mutex
 	consumer jetstream.Consumer
 	bound    bool
+	// lease is the server's redelivery deadline of the bound consumer: heartbeats
+	// go out every third of it.
+	lease time.Duration
 }
 
 // Option configures a Consumer.
@@ -178,23 +228,59 @@ func (c *Consumer) setBound(cons jetstream.Consumer) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.consumer, c.bound = cons, cons != nil
+	if cons != nil {
+		c.lease = deadline(cons.CachedInfo().Config)
+	}
 }
 
-// bind creates the durable consumer, or updates it to this worker's settings.
+func (c *Consumer) leaseTime() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.lease
+}
+
+// bind binds the durable consumer, creating it when it is missing. An existing one
+// whose settings differ from this worker's is reported, never changed: the workers
+// sharing it must agree on them, or one would redeliver the others' live work.
 func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.cfg.Stream, c.cfg.ServerConfig())
+	cons, err := c.js.Consumer(ctx, c.cfg.Stream, c.cfg.Durable)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		cons, err = c.js.CreateConsumer(ctx, c.cfg.Stream, c.cfg.ServerConfig())
+		if errors.Is(err, jetstream.ErrConsumerExists) { // another worker was quicker
+			cons, err = c.js.Consumer(ctx, c.cfg.Stream, c.cfg.Durable)
+		}
+	}
+	if err == nil {
+		if diffs := c.cfg.conflicts(cons.CachedInfo().Config); len(diffs) > 0 {
+			err = fmt.Errorf("%w: %s; start this worker with the settings of the others, or change them for all "+
+				"(nats consumer edit %s %s, or delete the consumer while no worker runs)",
+				ErrConflict, strings.Join(diffs, "; "), c.cfg.Stream, c.cfg.Durable)
+		}
+	}
 	if err != nil {
 		c.setBound(nil)
 		return nil, fmt.Errorf("bind consumer %s on %s: %w", c.cfg.Durable, c.cfg.Stream, err)
 	}
 	c.setBound(cons)
+	c.log.Info().Str("consumer", c.cfg.Durable).Str("stream", c.cfg.Stream).Msg("consumer bound")
 	return cons, nil
 }
 
-// Run binds the consumer and handles messages until ctx ends. Then it stops
-// fetching, gives in-flight handlers the shutdown grace period, cancels the rest
-// (they hand their messages back) and returns once every handler has returned.
-func (c *Consumer) Run(ctx context.Context) error {
+// Bind binds the consumer once, so that a worker whose settings conflict with the
+// existing consumer's stops at start with ErrConflict. Other errors are retried by Run.
+func (c *Consumer) Bind(ctx context.Context) error {
+	_, err := c.bind(ctx)
+	if errors.Is(err, ErrConflict) {
+		return err
+	}
+	return nil
+}
+
+// Run handles messages until ctx ends, binding (again) whenever the consumer is
+// unbound. Then it stops fetching, gives in-flight handlers the shutdown grace
+// period, cancels the rest (they hand their messages back) and returns once every
+// handler has returned.
+func (c *Consumer) Run(ctx context.Context) {
 	workCtx, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelWork(ErrShutdown)
 
@@ -214,7 +300,6 @@ func (c *Consumer) Run(ctx context.Context) error {
 		<-done
 	}
 	c.setBound(nil)
-	return nil
 }
 
 // fetchLoop fetches as many messages as there are free slots, until ctx ends.
@@ -224,7 +309,9 @@ func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, 
 		backoff.WithMaxInterval(5*time.Second),
 		backoff.WithMaxElapsedTime(0),
 	)
-	var cons jetstream.Consumer
+	c.mu.Lock()
+	cons := c.consumer
+	c.mu.Unlock()
 	gated := false
 	for ctx.Err() == nil {
 		if cons == nil {
@@ -233,7 +320,6 @@ func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, 
 				c.pause(ctx, retry, err)
 				continue
 			}
-			c.log.Info().Str("consumer", c.cfg.Durable).Str("stream", c.cfg.Stream).Msg("consumer bound")
 		}
 		if err := c.gate(); err != nil {
 			if !gated {
@@ -307,8 +393,10 @@ func (c *Consumer) fetch(ctx, workCtx context.Context, cons jetstream.Consumer, 
 
 // handle runs the handler with heartbeats, then settles the message.
 func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
+	ctx, stopHandler := context.WithCancelCause(ctx)
+	defer stopHandler(nil)
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	go c.heartbeat(hbCtx, msg)
+	go c.heartbeat(hbCtx, msg, stopHandler)
 	out := c.handler(ctx, msg)
 	stopHeartbeat()
 
@@ -328,6 +416,8 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 		}
 	case Term:
 		err = msg.TermWithReason(out.Reason)
+	case Abandon:
+		return
 	}
 	if err != nil {
 		// The server redelivers after AckWait; the handler's persisted state makes that harmless.
@@ -335,18 +425,34 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// heartbeat tells the server the message is still being worked on, every AckWait/3.
-func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg) {
-	t := time.NewTicker(c.cfg.AckWait / 3)
+// heartbeat tells the server the message is still being worked on, every third of
+// its redelivery deadline. When the connection has been down for two thirds of the
+// deadline, the server may soon give the message to another worker: the handler
+// is cancelled with ErrLeaseLost so that the work does not run twice.
+func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, cancel context.CancelCauseFunc) {
+	lease := c.leaseTime()
+	t := time.NewTicker(lease / 3)
 	defer t.Stop()
+	var down time.Time // since when the connection has been down
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if err := msg.InProgress(); err != nil {
-				c.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("in-progress heartbeat failed")
+		}
+		if !c.js.Conn().IsConnected() {
+			if down.IsZero() {
+				down = time.Now()
+			} else if time.Since(down) >= lease*2/3 {
+				c.log.Warn().Str("subject", msg.Subject()).Dur("down", time.Since(down)).Msg("connection down too long; stopping the request so that it does not run twice")
+				cancel(ErrLeaseLost)
+				return
 			}
+			continue
+		}
+		down = time.Time{}
+		if err := msg.InProgress(); err != nil {
+			c.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("in-progress heartbeat failed")
 		}
 	}
 }

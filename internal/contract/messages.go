@@ -105,22 +105,25 @@ func IsTerminalStatus(status string) bool {
 
 // Status is the document at workflow.<wf>.execution.<exec>.status.
 type Status struct {
-	ExecutionID     string     `json:"execution_id"`
-	WorkflowID      string     `json:"workflow_id"`
-	WorkflowVersion uint64     `json:"workflow_version,omitempty"`
-	RequestID       string     `json:"request_id,omitempty"`
-	BotID           string     `json:"bot_id,omitempty"`
-	StrategyID      string     `json:"strategy_id,omitempty"`
-	CorrelationID   string     `json:"correlation_id,omitempty"`
-	Status          string     `json:"status"`
-	Attempt         int        `json:"attempt,omitempty"`
-	WorkerID        string     `json:"worker_id,omitempty"`
-	CreatedAt       *time.Time `json:"created_at,omitempty"`
-	StartedAt       *time.Time `json:"started_at,omitempty"`
-	UpdatedAt       time.Time  `json:"updated_at"`
-	FinishedAt      *time.Time `json:"finished_at,omitempty"`
-	Error           *Error     `json:"error,omitempty"`
-	TerminalEvent   *Event     `json:"terminal_event,omitempty"`
+	ExecutionID     string `json:"execution_id"`
+	WorkflowID      string `json:"workflow_id"`
+	WorkflowVersion uint64 `json:"workflow_version,omitempty"`
+	RequestID       string `json:"request_id,omitempty"`
+	BotID           string `json:"bot_id,omitempty"`
+	StrategyID      string `json:"strategy_id,omitempty"`
+	CorrelationID   string `json:"correlation_id,omitempty"`
+	Status          string `json:"status"`
+	Attempt         int    `json:"attempt,omitempty"`
+	WorkerID        string `json:"worker_id,omitempty"`
+	// StreamSeq is the FLOW_EXEC sequence of the request that owns the execution:
+	// another request with the same request id is a duplicate, not a redelivery.
+	StreamSeq     uint64     `json:"stream_seq,omitempty"`
+	CreatedAt     *time.Time `json:"created_at,omitempty"`
+	StartedAt     *time.Time `json:"started_at,omitempty"`
+	UpdatedAt     time.Time  `json:"updated_at"`
+	FinishedAt    *time.Time `json:"finished_at,omitempty"`
+	Error         *Error     `json:"error,omitempty"`
+	TerminalEvent *Event     `json:"terminal_event,omitempty"`
 }
 
 // Result is the document at workflow.<wf>.execution.<exec>.result.

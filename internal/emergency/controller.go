@@ -246,6 +246,7 @@ func (c *Controller) follow(ctx context.Context) error {
 // returns an error only when the follower must be rebuilt: the stream changed, or the
 // follower (started at started) has not caught up within the staleness.
 func (c *Controller) confirm(ctx context.Context, stream jetstream.Stream, started time.Time) error {
+	asked := c.now() // the state is confirmed as of when the question left
 	pctx, cancel := context.WithTimeout(ctx, c.cfg.Staleness)
 	defer cancel()
 	info, err := stream.Info(pctx)
@@ -264,7 +265,7 @@ func (c *Controller) confirm(ctx context.Context, stream jetstream.Stream, start
 	case !info.Created.Equal(c.created) || info.State.LastSeq < c.processed:
 		return errResync
 	case info.State.LastSeq <= c.processed:
-		c.lastOK = c.now()
+		c.lastOK = asked
 	case stale:
 		return fmt.Errorf("%w: applied up to %d, stream at %d", errResync, c.processed, info.State.LastSeq)
 	}
@@ -277,20 +278,13 @@ func (c *Controller) apply(msg jetstream.Msg) {
 	if err != nil {
 		return
 	}
-	scope := strings.TrimPrefix(msg.Subject(), c.cfg.Subjects.Emergency(""))
-	cmd := DecodeCommand(msg.Data())
-
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if meta.Sequence.Stream <= c.processed {
 		return // already applied before the follower was rebuilt
 	}
 	c.processed = meta.Sequence.Stream
-	if err := CheckScope(scope); err != nil {
-		c.log.Error().Err(err).Str("subject", msg.Subject()).Msg("emergency command for an unknown scope ignored")
-		return
-	}
-	c.board.Apply(scope, cmd, meta.Sequence.Stream)
+	scope := c.board.ApplyMessage(strings.TrimPrefix(msg.Subject(), c.cfg.Subjects.Emergency("")), msg.Data(), meta.Sequence.Stream)
 	st := c.board.Get(scope)
 	ev := c.log.Info()
 	if st.State != Active {

@@ -128,6 +128,21 @@ func (b Board) Apply(scope string, cmd contract.EmergencyCommand, seq uint64) (h
 	return next.State == Halted && (prev == nil || prev.State != Halted)
 }
 
+// ApplyMessage applies a command as stored on the subject of scope, and returns
+// the scope it applied to. A command whose subject names no valid scope is applied
+// as a global halt: a typo in the subject, like one in the action, must not leave
+// trading running.
+func (b Board) ApplyMessage(scope string, data []byte, seq uint64) string {
+	cmd := DecodeCommand(data)
+	if err := CheckScope(scope); err != nil {
+		cmd.Action = ActionHalt
+		cmd.Reason = fmt.Sprintf("emergency command on a subject that names no scope (%v), treated as a global halt; publish a resume for scope global to lift it", err)
+		scope = ScopeGlobal
+	}
+	b.Apply(scope, cmd, seq)
+	return scope
+}
+
 // Get returns a scope's state; active when it never received a command.
 func (b Board) Get(scope string) ScopeState {
 	if s, ok := b[scope]; ok {

@@ -44,6 +44,14 @@ type Execution struct {
 	Plan        *Plan
 	// Resume restores the checkpoints of an earlier attempt instead of rerunning those nodes.
 	Resume bool
+	// StartedAt is when the execution first started; the workflow timeout runs from
+	// it, across deliveries. Zero means now.
+	StartedAt time.Time
+	// NotAfter, when set, is the request's not_after: no provider node starts later.
+	NotAfter *time.Time
+	// Claim is the revision of the status the worker wrote when it claimed the
+	// execution; the Guard checks that it is still current before side effects.
+	Claim uint64
 }
 
 // BotToken is the bot id as a subject token: contract.NoBot when there is none.
@@ -62,8 +70,12 @@ type Checkpointer interface {
 
 // Guard lets the emergency controller stop executions. It may be nil.
 type Guard interface {
-	// CanOperate returns a *contract.HaltError when x may not start or continue.
-	CanOperate(x *Execution) error
+	// CanOperate is asked before each node; sideEffects says the node calls an
+	// outside service (a provider node). It returns a *contract.HaltError when x
+	// must stop halted, a *nodes.Error when this node may not start (it fails with
+	// that error's kind), and any other error when the execution must stop without
+	// a terminal state (it is interrupted).
+	CanOperate(ctx context.Context, x *Execution, sideEffects bool) error
 	// Watch cancels x with a *contract.HaltError as cause when a halt covering it
 	// arrives, until stop is called.
 	Watch(x *Execution, cancel context.CancelCauseFunc) (stop func())
@@ -172,7 +184,11 @@ func (e *Executor) Run(ctx context.Context, x *Execution, em *Emitter) Outcome {
 
 	runCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(context.Canceled)
-	runCtx, cancelTimeout := context.WithTimeoutCause(runCtx, x.Plan.Def.TimeoutOrDefault(), ErrWorkflowTimeout)
+	startedAt := x.StartedAt
+	if startedAt.IsZero() {
+		startedAt = time.Now()
+	}
+	runCtx, cancelTimeout := context.WithDeadlineCause(runCtx, startedAt.Add(x.Plan.Def.TimeoutOrDefault()), ErrWorkflowTimeout)
 	defer cancelTimeout()
 	if e.guard != nil {
 		stop := e.guard.Watch(x, cancel)
@@ -312,7 +328,15 @@ func (r *run) startReady(ctx, runCtx context.Context) error {
 			return context.Cause(runCtx)
 		}
 		if r.e.guard != nil {
-			if err := r.e.guard.CanOperate(r.x); err != nil {
+			err := r.e.guard.CanOperate(runCtx, r.x, pn.provider != nil)
+			var refused *nodes.Error
+			if errors.As(err, &refused) { // this node may not start: it fails
+				if err := r.finish(ctx, runCtx, nodeResult{idx: idx, err: err, errKind: refused.Kind}); err != nil {
+					return err
+				}
+				continue
+			}
+			if err != nil {
 				return err
 			}
 		}

@@ -310,7 +310,7 @@ func TestResumeRestoresCheckpointsWithoutRerunning(t *testing.T) {
 // haltGuard halts every watched execution when trip is closed.
 type haltGuard struct{ trip chan struct{} }
 
-func (g *haltGuard) CanOperate(*Execution) error { return nil }
+func (g *haltGuard) CanOperate(context.Context, *Execution, bool) error { return nil }
 
 func (g *haltGuard) Watch(_ *Execution, cancel context.CancelCauseFunc) func() {
 	stop := make(chan struct{})
@@ -530,5 +530,45 @@ func TestRetriesNeverOutliveTheWorkflowTimeout(t *testing.T) {
 	out := f.run(context.Background(), providerPlan(t, providerScript{"quote": flaky(100, &calls)}, def), false)
 	if out.Status != contract.StatusFailed || calls.Load() != 1 || !strings.Contains(out.Error.Message, "would pass the workflow deadline") {
 		t.Fatalf("outcome %+v after %d calls", out, calls.Load())
+	}
+}
+
+// refusingGuard refuses provider nodes with a node error and stops at a fixed error.
+type refusingGuard struct{ stop error }
+
+func (g refusingGuard) CanOperate(_ context.Context, _ *Execution, sideEffects bool) error {
+	if g.stop != nil {
+		return g.stop
+	}
+	if sideEffects {
+		return nodes.Permanent("emergency_state_unknown", errors.New("state unknown"))
+	}
+	return nil
+}
+
+func (refusingGuard) Watch(*Execution, context.CancelCauseFunc) func() { return func() {} }
+
+func TestGuardRefusalFailsOnlyProviderNodesWithoutStartingThem(t *testing.T) {
+	var called atomic.Int32
+	p := providerPlan(t, providerScript{"call": func(context.Context, nodes.Input) (nodes.Result, error) {
+		called.Add(1)
+		return nodes.Result{}, nil
+	}}, &workflow.Definition{Nodes: []workflow.Node{{ID: "call", Type: "provider"}}})
+	f := newFixture(refusingGuard{}, 0)
+	out := f.run(context.Background(), p, false)
+	if out.Status != contract.StatusFailed || out.Error.Kind != "emergency_state_unknown" || called.Load() != 0 {
+		t.Fatalf("outcome %+v, calls %d", out, called.Load())
+	}
+	if types := f.rec.types(); slices.Contains(types, "node_started:call") || !slices.Contains(types, "node_failed:call") {
+		t.Errorf("events %v", types)
+	}
+}
+
+func TestGuardStopInterruptsWithoutTerminalState(t *testing.T) {
+	lost := errors.New("another worker took over")
+	f := newFixture(refusingGuard{stop: lost}, 0)
+	out := f.run(context.Background(), plan(t, script{}, &workflow.Definition{Nodes: []workflow.Node{node("a")}}), false)
+	if !out.Interrupted() || !errors.Is(out.Cause, lost) {
+		t.Fatalf("outcome %+v", out)
 	}
 }

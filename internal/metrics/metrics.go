@@ -23,6 +23,7 @@ const (
 	OutcomeHalted     = "halted"
 	OutcomeRejected   = "rejected"
 	OutcomeHandedBack = "handed_back"
+	OutcomeDuplicate  = "duplicate"
 )
 
 // Metrics of one worker. Its methods are safe for concurrent use.
@@ -50,7 +51,7 @@ func New() *Metrics {
 	m := &Metrics{registry: prometheus.NewRegistry()}
 	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
 	m.executions = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Name: "flowguard_executions_total", Help: "Executions ended, by outcome (completed, failed, halted, rejected, handed_back).",
+		Name: "flowguard_executions_total", Help: "Requests ended, by outcome (completed, failed, halted, rejected, handed_back, duplicate).",
 	}, []string{"outcome"})
 	m.executionDuration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "flowguard_execution_duration_seconds", Help: "Duration of executions, from claim to terminal state, by outcome.", Buckets: latency,

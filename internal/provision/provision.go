@@ -83,10 +83,13 @@ type Buckets struct {
 	Breakers jetstream.KeyValue
 }
 
-// Streams returns the stream configurations of the contract.
+// Streams returns the stream configurations of the contract, the emergency stream
+// first: created before the others, it can only be missing while they exist when
+// someone deleted it.
 func Streams(c Config) []jetstream.StreamConfig {
 	s := c.Subjects
 	return []jetstream.StreamConfig{
+		emergencyStream(c),
 		{
 			Name: contract.StreamExec, Description: "flowguard execution requests (work queue)",
 			Subjects: []string{s.ExecAll()}, Retention: jetstream.WorkQueuePolicy,
@@ -96,11 +99,6 @@ func Streams(c Config) []jetstream.StreamConfig {
 			Name: contract.StreamEvents, Description: "flowguard lifecycle events",
 			Subjects: []string{s.EventsAll()}, Retention: jetstream.LimitsPolicy,
 			MaxAge: c.EventsMaxAge, Duplicates: c.DuplicateWindow,
-		},
-		{
-			Name: contract.StreamEmergency, Description: "flowguard emergency commands: the last per subject is the scope's state",
-			Subjects: []string{s.EmergencyAll()}, Retention: jetstream.LimitsPolicy,
-			Duplicates: c.DuplicateWindow,
 		},
 		{
 			Name: contract.StreamOrders, Description: "flowguard order intents",
@@ -115,10 +113,35 @@ func Streams(c Config) []jetstream.StreamConfig {
 	}
 }
 
-// Ensure creates or checks every stream and bucket.
+// emergencyStream keeps every command: the audit trail, from which every worker
+// computes the state. Messages can be neither deleted nor purged, since that would
+// lift halts without a resume.
+func emergencyStream(c Config) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name: contract.StreamEmergency, Description: "flowguard emergency commands: the last per subject is the scope's state",
+		Subjects: []string{c.Subjects.EmergencyAll()}, Retention: jetstream.LimitsPolicy,
+		Duplicates: c.DuplicateWindow, DenyDelete: true, DenyPurge: true,
+		Storage: jetstream.FileStorage, Replicas: c.Replicas,
+	}
+}
+
+// ErrEmergencyMissing is returned when the emergency stream is missing while the
+// other streams exist: it was deleted, and every halt it held with it.
+var ErrEmergencyMissing = errors.New("stream " + contract.StreamEmergency + " is missing while the other flowguard streams exist: " +
+	"it was deleted, and with it every standing halt; recreate it deliberately with `publisher emergency init --reason ...`, " +
+	"which stores a global halt, then resume when you have checked what should run")
+
+// Ensure creates or checks every stream and bucket. It does not recreate a deleted
+// emergency stream (ErrEmergencyMissing): see CreateEmergency.
 func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (*Buckets, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
+	}
+	_, err := js.Stream(ctx, contract.StreamEmergency)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, execErr := js.Stream(ctx, contract.StreamExec); execErr == nil {
+			return nil, ErrEmergencyMissing
+		}
 	}
 	for _, sc := range Streams(c) {
 		sc.Storage = jetstream.FileStorage
@@ -128,7 +151,6 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (*Buckets, er
 		}
 	}
 	var b Buckets
-	var err error
 	if b.State, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: contract.BucketState, Description: "flowguard execution state",
 		TTL: c.StateTTL, History: 1, Replicas: c.Replicas, Storage: jetstream.FileStorage,
@@ -249,4 +271,19 @@ func sorted(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return s
+}
+
+// CreateEmergency creates the emergency stream when it is missing; it fails when it
+// exists. The caller then stores the state it wants (a global halt).
+func CreateEmergency(ctx context.Context, js jetstream.JetStream, c Config) error {
+	if err := c.Validate(); err != nil {
+		return err
+	}
+	if _, err := js.Stream(ctx, contract.StreamEmergency); err == nil {
+		return fmt.Errorf("stream %s exists; nothing to initialise", contract.StreamEmergency)
+	}
+	if _, err := js.CreateStream(ctx, emergencyStream(c)); err != nil {
+		return fmt.Errorf("create stream %s: %w%s", contract.StreamEmergency, err, placementHint(err, c.Replicas))
+	}
+	return nil
 }

@@ -44,6 +44,9 @@ func TestEnsureReportsConflictsWithoutChangingThem(t *testing.T) {
 	js := natstest.JetStream(t, natstest.Start(t).URL())
 	ctx := context.Background()
 	// Someone created FLOW_EXEC with limits retention and another dedupe window.
+	if err := CreateEmergency(ctx, js, Config{}); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: contract.StreamExec, Subjects: []string{"flow.exec.>"}, Duplicates: time.Minute,
 	}); err != nil {
@@ -84,5 +87,35 @@ func TestEnsureExplainsReplicasAServerCannotPlace(t *testing.T) {
 	_, err := Ensure(context.Background(), js, Config{Replicas: 3})
 	if err == nil || !strings.Contains(err.Error(), "cannot place 3 replicas") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestADeletedEmergencyStreamIsNotRecreatedSilently(t *testing.T) {
+	js := natstest.JetStream(t, natstest.Start(t).URL())
+	ctx := context.Background()
+	if _, err := Ensure(ctx, js, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.DeleteStream(ctx, contract.StreamEmergency); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Ensure(ctx, js, Config{}); !errors.Is(err, ErrEmergencyMissing) || !strings.Contains(err.Error(), "emergency init") {
+		t.Fatalf("err = %v, want ErrEmergencyMissing", err)
+	}
+	if err := CreateEmergency(ctx, js, Config{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := CreateEmergency(ctx, js, Config{}); err == nil {
+		t.Error("CreateEmergency over an existing stream succeeded")
+	}
+	if _, err := Ensure(ctx, js, Config{}); err != nil {
+		t.Fatalf("after init: %v", err)
+	}
+	s, err := js.Stream(ctx, contract.StreamEmergency)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := s.CachedInfo().Config; !cfg.DenyPurge || !cfg.DenyDelete {
+		t.Errorf("the emergency stream can be purged or its messages deleted: %+v", cfg)
 	}
 }

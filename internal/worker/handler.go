@@ -83,13 +83,11 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 		return w.handBack(ctx, err)
 	case contract.IsTerminalStatus(d.status.Status):
 		return w.finishedBefore(ctx, d)
+	case d.status.StreamSeq != 0 && d.status.StreamSeq != meta.Sequence.Stream:
+		return w.duplicate(ctx, d)
 	}
 	if int(meta.NumDelivered) > w.cfg.Consumer.MaxDeliver {
 		return w.exhausted(ctx, d)
-	}
-	if d.status == nil && req.NotAfter != nil && time.Now().After(*req.NotAfter) {
-		return w.reject(ctx, d, contract.Reject(contract.KindStale,
-			"request expired at %s (not_after) before a worker could start it; publish a fresh request", req.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	if err := w.awaitOperable(ctx, emergency.Scopes{BotID: req.BotID, StrategyID: req.StrategyID, WorkflowID: req.WorkflowID}); err != nil {
 		var halt *contract.HaltError
@@ -98,7 +96,22 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 		}
 		return w.handBack(ctx, err)
 	}
+	// Checked after any hold: a request is never started late.
+	if d.status == nil && req.NotAfter != nil && time.Now().After(*req.NotAfter) {
+		return w.reject(ctx, d, contract.Reject(contract.KindStale,
+			"request expired at %s (not_after) before a worker could start it; publish a fresh request", req.NotAfter.UTC().Format(time.RFC3339)))
+	}
 	return w.execute(ctx, d)
+}
+
+// duplicate acknowledges a request whose request id names an execution that
+// another request (an earlier copy) owns and runs: running it too would do the
+// work twice.
+func (w *Worker) duplicate(ctx context.Context, d *delivery) consumer.Outcome {
+	zerolog.Ctx(ctx).Info().Uint64("stream_seq", d.meta.Sequence.Stream).Uint64("owner_stream_seq", d.status.StreamSeq).
+		Msg("duplicate of a request already running; acknowledged without running it")
+	w.metrics.Ended(metrics.OutcomeDuplicate)
+	return consumer.Outcome{Decision: consumer.Ack}
 }
 
 // awaitOperable returns nil when the scopes may operate, a *contract.HaltError when
@@ -188,16 +201,15 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 		ExecutionID: d.executionID, WorkflowID: d.workflowID, WorkflowVersion: plan.Version,
 		RequestID: d.req.RequestID, BotID: d.req.BotID, StrategyID: d.req.StrategyID,
 		CorrelationID: d.correlationID, Status: contract.StatusRunning,
-		Attempt: int(d.meta.NumDelivered), WorkerID: w.cfg.WorkerID,
+		Attempt: int(d.meta.NumDelivered), WorkerID: w.cfg.WorkerID, StreamSeq: d.meta.Sequence.Stream,
 		CreatedAt: &now, StartedAt: &now, UpdatedAt: now,
 	}
-	if resume {
+	if resume && d.status.CreatedAt != nil {
 		st.CreatedAt = d.status.CreatedAt
 	}
 	rev, err := w.store.PutStatus(ctx, st, d.statusRev)
 	if errors.Is(err, kvstate.ErrConflict) {
-		log.Warn().Msg("another worker claimed this execution; handing the request back")
-		return consumer.Outcome{Decision: consumer.Nak, Delay: w.cfg.Consumer.AckWait}
+		return w.claimLost(ctx, d)
 	}
 	if err != nil {
 		return w.handBack(ctx, err)
@@ -216,6 +228,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 		ID: d.executionID, RequestID: d.req.RequestID, WorkflowID: d.workflowID, WorkflowVersion: plan.Version,
 		BotID: d.req.BotID, StrategyID: d.req.StrategyID, CorrelationID: d.correlationID, Traceparent: d.traceparent,
 		Inputs: d.req.Inputs, Plan: plan, Resume: resume,
+		StartedAt: *st.CreatedAt, NotAfter: d.req.NotAfter, Claim: rev,
 	}
 	if x.Inputs == nil {
 		x.Inputs = map[string]any{}
@@ -257,7 +270,7 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 	if _, err := w.store.PutStatus(ctx, st, d.statusRev); err != nil {
 		if errors.Is(err, kvstate.ErrConflict) {
 			log.Warn().Msg("another worker took over this execution; leaving its outcome to it")
-			return consumer.Outcome{Decision: consumer.Nak, Delay: w.cfg.Consumer.AckWait}
+			return consumer.Outcome{Decision: consumer.Abandon}
 		}
 		return w.handBack(ctx, err)
 	}
@@ -320,10 +333,34 @@ func (w *Worker) lastEventSeq(ctx context.Context, d *delivery) (uint64, error) 
 	return ev.Seq, nil
 }
 
+// claimLost handles a claim that lost its compare-and-set: the status changed since
+// it was read.
+func (w *Worker) claimLost(ctx context.Context, d *delivery) consumer.Outcome {
+	st, rev, err := w.store.Status(ctx, d.workflowID, d.executionID)
+	if err != nil {
+		return w.handBack(ctx, err)
+	}
+	d.status, d.statusRev = st, rev
+	switch {
+	case contract.IsTerminalStatus(st.Status):
+		return w.finishedBefore(ctx, d)
+	case st.StreamSeq != d.meta.Sequence.Stream:
+		return w.duplicate(ctx, d)
+	}
+	zerolog.Ctx(ctx).Warn().Str("owner", st.WorkerID).Msg("another worker claimed this request's execution; leaving it to it")
+	return consumer.Outcome{Decision: consumer.Abandon}
+}
+
 // handBack returns the request for a later delivery: at once when the worker is
-// shutting down, after a short delay when NATS was unreachable.
+// shutting down, after a short delay when NATS was unreachable. A request this
+// worker no longer holds (its lease lapsed, or another worker took the execution
+// over) is left alone.
 func (w *Worker) handBack(ctx context.Context, cause error) consumer.Outcome {
 	log := zerolog.Ctx(ctx)
+	if errors.Is(cause, ErrLostOwnership) || errors.Is(context.Cause(ctx), consumer.ErrLeaseLost) {
+		log.Warn().Err(cause).Msg("execution stopped: this worker no longer holds the request")
+		return consumer.Outcome{Decision: consumer.Abandon}
+	}
 	if ctx.Err() != nil {
 		log.Info().Err(context.Cause(ctx)).Msg("execution interrupted; handing the request back")
 		return consumer.Outcome{Decision: consumer.Nak}

@@ -3,10 +3,13 @@ package worker
 import (
 	"context"
 	"errors"
+	"fmt"
+	"time"
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/executor"
+	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/nodes"
 	"github.com/flowguard/flowguard/internal/publish"
 )
@@ -23,13 +26,40 @@ func scopesOf(x *executor.Execution) emergency.Scopes {
 	return emergency.Scopes{BotID: x.BotID, StrategyID: x.StrategyID, WorkflowID: x.WorkflowID}
 }
 
-// guard lets the executor check and watch the emergency state between nodes. An
-// unconfirmed state does not stop a running execution (its orders are refused).
-type guard struct{ ctrl *emergency.Controller }
+// ErrLostOwnership stops an execution whose status was claimed by another worker
+// since this one claimed it: the server gave its request to that worker.
+var ErrLostOwnership = errors.New("another worker took over this execution")
 
-func (g guard) CanOperate(x *executor.Execution) error {
-	if err := g.ctrl.CanOperate(scopesOf(x)); !errors.Is(err, emergency.ErrStale) {
+// guard is asked before each node. Any node stops at a halt. A provider node (one
+// with side effects outside) also fails while the emergency state is unconfirmed
+// or once the request's not_after has passed, and the execution stops when another
+// worker has taken it over, so that no side effect happens twice or late.
+type guard struct {
+	ctrl  *emergency.Controller
+	store *kvstate.Store
+}
+
+func (g guard) CanOperate(ctx context.Context, x *executor.Execution, sideEffects bool) error {
+	err := g.ctrl.CanOperate(scopesOf(x))
+	switch {
+	case errors.Is(err, emergency.ErrStale):
+		if sideEffects {
+			return nodes.Permanent(KindEmergencyUnknown, fmt.Errorf("%w; this node calls an outside service and was not started", err))
+		}
+		return nil
+	case err != nil || !sideEffects:
 		return err
+	}
+	if x.NotAfter != nil && time.Now().After(*x.NotAfter) {
+		return nodes.Permanent(contract.KindStale, fmt.Errorf("request expired at %s (not_after): its outside calls are not made late; publish a fresh request",
+			x.NotAfter.UTC().Format(time.RFC3339)))
+	}
+	_, rev, err := g.store.Status(ctx, x.WorkflowID, x.ID)
+	if err != nil {
+		return fmt.Errorf("confirm ownership before a side effect: %w", err)
+	}
+	if rev != x.Claim {
+		return ErrLostOwnership
 	}
 	return nil
 }
@@ -58,7 +88,7 @@ func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	case errors.Is(err, emergency.ErrPaused):
 		return nodes.Permanent(KindTradingPaused, err)
 	case errors.Is(err, emergency.ErrStale):
-		return nodes.Transient(KindEmergencyUnknown, err)
+		return nodes.Permanent(KindEmergencyUnknown, err)
 	case err != nil:
 		return err
 	}

@@ -125,6 +125,9 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := w.consumer.Bind(ctx); err != nil {
+		return err
+	}
 	svc, err := w.registerService(nc)
 	if err != nil {
 		return err
@@ -167,12 +170,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
 		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
 		Strs("secret_env", w.secrets.Names()).Msg("worker started")
-	err = w.consumer.Run(ctx)
+	w.consumer.Run(ctx)
 	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
 		w.log.Warn().Err(derr).Msg("drain connection")
 	}
 	w.log.Info().Msg("worker stopped")
-	return err
+	return nil
 }
 
 func (w *Worker) startEmbedded() (*server.Server, error) {
@@ -259,7 +262,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	registry.Register(nodes.TypeOrder, nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub}})
 	registry.Register(nodes.TypeRiskUpdate, nodes.RiskUpdate{Metrics: w.risk})
 	w.ctrl.OnChange(func(st emergency.ScopeState) { w.metrics.EmergencyState(st.Scope, emergencyLevel[st.State]) })
-	w.exec = executor.New(w.store, guard{w.ctrl}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Observer: w.metrics, Resilience: chain})
+	w.exec = executor.New(w.store, guard{ctrl: w.ctrl, store: w.store}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Observer: w.metrics, Resilience: chain})
 	w.plans = newPlans(w.store, registry)
 	w.consumer, err = consumer.New(js, w.cfg.Consumer, w.handle, w.log, consumer.WithGate(w.canStart))
 	return watch, err
