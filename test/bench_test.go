@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/natstest"
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
@@ -127,19 +128,14 @@ func BenchmarkHaltPropagation(b *testing.B) {
 	}
 	defer sub.Unsubscribe()
 	waitCount := func(what string, count func() int) {
-		deadline := time.Now().Add(time.Minute)
-		for {
+		natstest.WaitFor(b, time.Minute, func() error {
 			mu.Lock()
-			n := count()
-			mu.Unlock()
-			if n >= inFlight {
-				return
+			defer mu.Unlock()
+			if n := count(); n < inFlight {
+				return fmt.Errorf("%d of %d executions %s", n, inFlight, what)
 			}
-			if time.Now().After(deadline) {
-				b.Fatalf("%d of %d executions %s", n, inFlight, what)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 
 	var delays, lasts []time.Duration

@@ -154,7 +154,8 @@ func TestSIGKILLedWorkersLoseNothingAndOrderOnce(t *testing.T) {
 	var kills []kill
 	rng := rand.New(rand.NewPCG(1, 2))
 	for round := range 3 {
-		// Let work flow, then kill a random worker at a random moment.
+		// Let work flow, then kill a random worker at a random moment: this sleep is
+		// the chaos schedule, not a wait for a condition.
 		time.Sleep(time.Duration(1000+rng.IntN(1000)) * time.Millisecond)
 		victim := rng.IntN(len(names))
 		name := names[victim]

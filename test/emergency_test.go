@@ -280,10 +280,16 @@ func TestFailsClosedWhileTheEmergencyStreamCannotBeConfirmed(t *testing.T) {
 		}
 		return nil
 	})
-	// The running execution reaches its order, which is refused.
-	st := h.waitStatus("slow-trade", running, 10*time.Second)
-	if st.Status != contract.StatusFailed || st.Error.Kind != worker.KindEmergencyUnknown {
-		t.Fatalf("order while unconfirmed: %s %+v", st.Status, st.Error)
+	// The running execution reaches its order, which waits: nothing is placed
+	// while the state is unconfirmed.
+	h.waitEvent("slow-trade", running, contract.NodeCompleted, "wait", 10*time.Second)
+	for _, ev := range h.events("slow-trade", running) {
+		if ev.NodeID == "buy" {
+			t.Fatalf("the order node went ahead while the emergency state was unknown: %+v", ev)
+		}
+	}
+	if orders := h.messages(contract.StreamOrders, "flow.orders.>"); len(orders) != 0 {
+		t.Fatalf("%d orders placed while the emergency state was unknown", len(orders))
 	}
 	// A new request is not started: it waits, in the stream or held by the worker,
 	// without spending a delivery.
@@ -297,7 +303,7 @@ func TestFailsClosedWhileTheEmergencyStreamCannotBeConfirmed(t *testing.T) {
 		if err != nil {
 			return err
 		}
-		if info.NumPending+uint64(info.NumAckPending) != 1 || info.NumRedelivered != 0 {
+		if info.NumPending+uint64(info.NumAckPending) != 2 || info.NumRedelivered != 0 {
 			return fmt.Errorf("pending %d, ack pending %d, redelivered %d", info.NumPending, info.NumAckPending, info.NumRedelivered)
 		}
 		return nil
@@ -317,8 +323,14 @@ func TestFailsClosedWhileTheEmergencyStreamCannotBeConfirmed(t *testing.T) {
 	if err := h.client.InitEmergency(h.ctx, provision.Config{}, "test", "stream deleted by mistake"); err != nil {
 		t.Fatal(err)
 	}
-	if st := h.waitStatus("quick", waiting, 15*time.Second); st.Status != contract.StatusHalted || !strings.Contains(st.Error.Message, "recreated") {
-		t.Fatalf("the held request after the stream came back: %s %+v", st.Status, st.Error)
+	for _, held := range []struct{ workflow, id string }{{"slow-trade", running}, {"quick", waiting}} {
+		st := h.waitStatus(held.workflow, held.id, 15*time.Second)
+		if st.Status != contract.StatusHalted || !strings.Contains(st.Error.Message, "recreated") {
+			t.Fatalf("%s after the stream came back: %s %+v", held.id, st.Status, st.Error)
+		}
+	}
+	if orders := h.messages(contract.StreamOrders, "flow.orders.>"); len(orders) != 0 {
+		t.Fatalf("%d orders placed", len(orders))
 	}
 	h.command("global", emergency.ActionResume, "checked")
 	after := h.submit(&contract.Request{WorkflowID: "quick"})
@@ -408,5 +420,24 @@ func TestReplayedOrderNodeOrdersOnce(t *testing.T) {
 	}
 	if orders := h.messages(contract.StreamOrders, "flow.orders.b1"); len(orders) != 1 {
 		t.Fatalf("%d order intents for one order node, want 1", len(orders))
+	}
+}
+
+func TestAnOrderLeftHalfPlacedLongAgoIsRefusedNotRepeated(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", func(c *worker.Config) { c.Provision.DuplicateWindow = time.Minute })
+	h.deploy(tradeWorkflow)
+	// A worker died between writing the mark and publishing, an hour ago.
+	mark, _ := json.Marshal(contract.OrderMark{ClientOrderID: "half.buy", State: contract.OrderPublishing, At: time.Now().Add(-time.Hour)})
+	if _, err := h.stateKV().Put(h.ctx, contract.OrderMarkKey("trade", "half", "buy"), mark); err != nil {
+		t.Fatal(err)
+	}
+	h.submit(&contract.Request{WorkflowID: "trade", BotID: "b1", RequestID: "half", Inputs: map[string]any{"symbol": "BTCUSDT", "side": "buy", "qty": 1, "price": 1}})
+	st := h.waitStatus("trade", "half", 10*time.Second)
+	if st.Status != contract.StatusFailed || st.Error.Kind != worker.KindOrderUnknown || !strings.Contains(st.Error.Message, "half.buy") {
+		t.Fatalf("status %s %+v", st.Status, st.Error)
+	}
+	if orders := h.messages(contract.StreamOrders, "flow.orders.>"); len(orders) != 0 {
+		t.Errorf("%d order intents published for an order in doubt", len(orders))
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/alecthomas/kong"
+	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
@@ -70,6 +71,7 @@ type cli struct {
 }
 
 func main() {
+	zerolog.TimeFieldFormat = time.RFC3339Nano
 	var c cli
 	kong.Parse(&c,
 		kong.Name("worker"),

@@ -139,6 +139,12 @@ func CheckpointPrefix(workflowID, executionID string) string {
 	return "workflow." + workflowID + ".execution." + executionID + ".node.>"
 }
 
+// OrderMarkKey is the key recording an order node's intent and, once stored, its
+// stream sequence: an order is published once for as long as the state is kept.
+func OrderMarkKey(workflowID, executionID, nodeID string) string {
+	return "workflow." + workflowID + ".execution." + executionID + ".order." + nodeID
+}
+
 // LatestKey is the key holding the id of a workflow's latest execution.
 func LatestKey(workflowID string) string { return "workflow." + workflowID + ".latest_execution" }
 

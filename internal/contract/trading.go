@@ -39,6 +39,21 @@ func (o *OrderIntent) Price() float64 {
 	return o.ReferencePrice
 }
 
+// Order mark states.
+const (
+	OrderPublishing = "publishing"
+	OrderPlaced     = "placed"
+)
+
+// OrderMark is the document at workflow.<wf>.execution.<exec>.order.<node>: written
+// before an order intent is published, completed with its stream sequence after.
+type OrderMark struct {
+	ClientOrderID string    `json:"client_order_id"`
+	State         string    `json:"state"`
+	StreamSeq     uint64    `json:"stream_seq,omitempty"`
+	At            time.Time `json:"at"`
+}
+
 // Risk limit types.
 const (
 	LimitDailyLoss    = "daily_loss"

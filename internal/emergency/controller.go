@@ -166,7 +166,7 @@ func (c *Controller) Watch(s Scopes, cancel context.CancelCauseFunc) (stop func(
 // Run follows the emergency stream until ctx ends, rebuilding the follower whenever
 // it breaks: after reconnects, server restarts, a deleted consumer or a recreated
 // stream.
-func (c *Controller) Run(ctx context.Context) error {
+func (c *Controller) Run(ctx context.Context) {
 	retry := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(100*time.Millisecond),
 		backoff.WithMaxInterval(2*time.Second),
@@ -186,7 +186,6 @@ func (c *Controller) Run(ctx context.Context) error {
 		}
 		t.Stop()
 	}
-	return nil
 }
 
 // errResync ends a follower whose stream was recreated or fell behind.

@@ -77,7 +77,7 @@ func NewRisk(kv jetstream.KeyValue, ctrl *Controller, pub HaltPublisher, cfg Ris
 }
 
 // Run watches limits and metrics until ctx ends, rebuilding the watch when it breaks.
-func (r *Risk) Run(ctx context.Context) error {
+func (r *Risk) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		err := r.watch(ctx)
 		if ctx.Err() != nil {
@@ -91,7 +91,6 @@ func (r *Risk) Run(ctx context.Context) error {
 		}
 		t.Stop()
 	}
-	return nil
 }
 
 func (r *Risk) watch(ctx context.Context) error {
@@ -222,7 +221,7 @@ func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.pub.Msg(ctx, r.cfg.Subjects.Emergency(b.Scope), msgID, "", data); err != nil {
+	if _, err := r.pub.Msg(ctx, r.cfg.Subjects.Emergency(b.Scope), msgID, "risk_"+b.Limit.ID, data); err != nil {
 		return err
 	}
 	r.log.Warn().Str("scope", b.Scope).Str("limit", b.Limit.ID).Str("reason", b.Reason()).Msg("risk limit breached; halt published")

@@ -109,10 +109,11 @@ type Config struct {
 	Observer Observer
 }
 
-// Observer is told how each node ended (completed or failed) and how long it took.
-// It must not block.
+// Observer is told how each node ended (completed or failed) and how long it took,
+// and of each retried attempt. It must not block.
 type Observer interface {
 	NodeFinished(nodeType, outcome string, d time.Duration)
+	NodeRetried(nodeType string)
 }
 
 // Executor runs executions. It is safe for concurrent use.
@@ -425,6 +426,9 @@ func (r *run) retried(ctx context.Context, pn *planNode) func(int, time.Duration
 		return nil
 	}
 	return func(attempt int, delay time.Duration, err error) {
+		if r.e.observer != nil {
+			r.e.observer.NodeRetried(pn.def.Type)
+		}
 		delayMS := delay.Milliseconds()
 		kind := errorKind(err)
 		r.log.Info().Str("node_id", pn.def.ID).Str("provider", pn.provider.Provider()).Int("attempt", attempt).

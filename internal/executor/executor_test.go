@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -254,26 +255,34 @@ func TestWorkflowTimeoutFailsTheExecution(t *testing.T) {
 
 func TestMaxParallelNodesBoundsConcurrency(t *testing.T) {
 	var running, peak atomic.Int32
+	release := make(chan struct{})
 	busy := func(context.Context, nodes.Input) (nodes.Result, error) {
 		n := running.Add(1)
-		for {
-			p := peak.Load()
-			if n <= p || peak.CompareAndSwap(p, n) {
-				break
-			}
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
 		}
-		time.Sleep(5 * time.Millisecond) // simulated work: holds the slot so that any overlap shows
+		<-release // hold the slot until the test has seen the bound reached
 		running.Add(-1)
 		return nodes.Result{}, nil
 	}
 	s := script{"a": busy, "b": busy, "c": busy, "d": busy}
 	f := newFixture(nil, 2)
-	out := f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("a"), node("b"), node("c"), node("d")}}), false)
-	if out.Status != contract.StatusCompleted {
+	done := make(chan Outcome)
+	go func() {
+		done <- f.run(context.Background(), plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("a"), node("b"), node("c"), node("d")}}), false)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for running.Load() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d nodes started", running.Load())
+		}
+		runtime.Gosched()
+	}
+	close(release)
+	if out := <-done; out.Status != contract.StatusCompleted {
 		t.Fatalf("outcome %+v", out)
 	}
-	if p := peak.Load(); p > 2 {
-		t.Errorf("%d nodes ran at once, bound is 2", p)
+	if p := peak.Load(); p != 2 {
+		t.Errorf("%d nodes ran at once, want the bound, 2", p)
 	}
 }
 

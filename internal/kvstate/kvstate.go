@@ -48,10 +48,15 @@ func (s *Store) Status(ctx context.Context, workflowID, executionID string) (*co
 // exist), so that two workers never both own an execution. It returns the new
 // revision, or ErrConflict.
 func (s *Store) PutStatus(ctx context.Context, st *contract.Status, rev uint64) (uint64, error) {
-	key := contract.StatusKey(st.WorkflowID, st.ExecutionID)
-	data, err := json.Marshal(st)
+	return s.compareAndSet(ctx, contract.StatusKey(st.WorkflowID, st.ExecutionID), st, rev)
+}
+
+// compareAndSet writes v at key if the key is still at revision rev (0: it must not
+// exist), and returns the new revision, or ErrConflict.
+func (s *Store) compareAndSet(ctx context.Context, key string, v any, rev uint64) (uint64, error) {
+	data, err := json.Marshal(v)
 	if err != nil {
-		return 0, fmt.Errorf("encode status %s: %w", key, err)
+		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}
 	var newRev uint64
 	err = retry(ctx, func(ctx context.Context) error {
@@ -72,7 +77,7 @@ func (s *Store) PutStatus(ctx context.Context, st *contract.Status, rev uint64) 
 		return err
 	})
 	if err != nil {
-		return 0, fmt.Errorf("write status %s: %w", key, err)
+		return 0, fmt.Errorf("write %s: %w", key, err)
 	}
 	return newRev, nil
 }
@@ -157,6 +162,22 @@ func (s *Store) FindExecution(ctx context.Context, executionID string) (string, 
 		return strings.TrimSuffix(strings.TrimPrefix(key, "workflow."), suffix), nil
 	}
 	return "", fmt.Errorf("execution %s: %w", executionID, ErrNotFound)
+}
+
+// OrderMark returns the mark of an order node and its revision.
+func (s *Store) OrderMark(ctx context.Context, workflowID, executionID, nodeID string) (*contract.OrderMark, uint64, error) {
+	var m contract.OrderMark
+	rev, err := s.get(ctx, s.state, contract.OrderMarkKey(workflowID, executionID, nodeID), &m)
+	if err != nil {
+		return nil, 0, err
+	}
+	return &m, rev, nil
+}
+
+// PutOrderMark writes an order node's mark if the key is still at revision rev (0:
+// it must not exist), and returns the new revision, or ErrConflict.
+func (s *Store) PutOrderMark(ctx context.Context, workflowID, executionID, nodeID string, m *contract.OrderMark, rev uint64) (uint64, error) {
+	return s.compareAndSet(ctx, contract.OrderMarkKey(workflowID, executionID, nodeID), m, rev)
 }
 
 // Workflow returns a deployed definition and its version (KV revision): the latest

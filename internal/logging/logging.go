@@ -18,7 +18,8 @@ type Options struct {
 	Format string `help:"Log format: auto (console on a terminal, else JSON), json, console." default:"auto" enum:"auto,json,console" env:"FLOWGUARD_LOG_FORMAT" name:"log-format"`
 }
 
-// New returns a logger writing to out.
+// New returns a logger writing to out. Its JSON time format is zerolog's global
+// TimeFieldFormat, which the command's main sets.
 func New(o Options, out *os.File) (zerolog.Logger, error) {
 	level, err := zerolog.ParseLevel(o.Level)
 	if err != nil {
@@ -28,6 +29,5 @@ func New(o Options, out *os.File) (zerolog.Logger, error) {
 	if o.Format == "console" || (o.Format == "auto" && isatty.IsTerminal(out.Fd())) {
 		w = zerolog.ConsoleWriter{Out: out, TimeFormat: time.TimeOnly}
 	}
-	zerolog.TimeFieldFormat = time.RFC3339Nano
 	return zerolog.New(w).Level(level).With().Timestamp().Logger(), nil
 }

@@ -21,6 +21,9 @@ const (
 // DefaultOrderProvider names the breaker of order nodes that name no provider.
 const DefaultOrderProvider = "orders"
 
+// placeTimeout bounds placing an order once it is allowed.
+const placeTimeout = 10 * time.Second
+
 // OrderDesk is what order nodes need from the worker.
 type OrderDesk interface {
 	// CheckOrder refuses an order that may not be placed now (a halt, a pause unless
@@ -125,8 +128,16 @@ func (r *orderRunner) Run(ctx context.Context, in Input) (Result, error) {
 	if err := r.desk.CheckOrder(ctx, o); err != nil {
 		return Result{}, err
 	}
-	seq, dup, err := r.desk.PlaceOrder(ctx, o)
+	// Once allowed, the order is placed and recorded even if a halt lands now: a
+	// publish cut off half way would leave an intent stored but not recorded.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), placeTimeout)
+	defer cancel()
+	seq, dup, err := r.desk.PlaceOrder(pctx, o)
 	if err != nil {
+		var known *Error
+		if errors.As(err, &known) {
+			return Result{}, err
+		}
 		return Result{}, Transient(KindNode, fmt.Errorf("place order %s: %w", o.ClientOrderID, err))
 	}
 	out := map[string]any{

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -39,9 +38,10 @@ func (p *Publisher) PublishEvent(ctx context.Context, ev *contract.Event) error 
 	return err
 }
 
-// DeadLetter stores a request that can never run. Its message id is the request's
-// stream sequence, so a redelivered request is dead-lettered once.
-func (p *Publisher) DeadLetter(ctx context.Context, dl *contract.DeadLetter) error {
+// DeadLetter stores a request that can never run, with a message id naming the
+// request (its stream and sequence), so that a redelivered request is
+// dead-lettered once.
+func (p *Publisher) DeadLetter(ctx context.Context, dl *contract.DeadLetter, msgID string) error {
 	data, err := json.Marshal(dl)
 	if err != nil {
 		return fmt.Errorf("encode dead letter: %w", err)
@@ -50,7 +50,6 @@ func (p *Publisher) DeadLetter(ctx context.Context, dl *contract.DeadLetter) err
 	if wf == "" {
 		wf = contract.NoBot
 	}
-	msgID := "dlq." + strconv.FormatUint(dl.StreamSeq, 10)
 	_, err = p.Msg(ctx, p.subjects.DLQ(wf), msgID, dl.CorrelationID, data)
 	return err
 }

@@ -99,9 +99,10 @@ func (s Settings) Override(o Settings) Settings {
 	return s
 }
 
-// Override returns r with the non-zero attempts, waits and multiplier of o. A
-// MinWait above the resulting MaxWait raises MaxWait to it, so that a node asking
-// for a longer first wait gets it.
+// Override returns r with the non-zero attempts, waits and multiplier of o. When o
+// sets a MinWait above r's MaxWait and no MaxWait of its own, MaxWait is raised to
+// it, so that asking for a longer first wait gets it; waits that o sets both are
+// kept as they are (reversed ones fail Validate).
 func (r RetrySettings) Override(o RetrySettings) RetrySettings {
 	if o.MaxAttempts != 0 {
 		r.MaxAttempts = o.MaxAttempts
@@ -115,7 +116,9 @@ func (r RetrySettings) Override(o RetrySettings) RetrySettings {
 	if o.Multiplier != 0 {
 		r.Multiplier = o.Multiplier
 	}
-	r.MaxWait = max(r.MaxWait, r.MinWait)
+	if o.MaxWait == 0 {
+		r.MaxWait = max(r.MaxWait, r.MinWait)
+	}
 	return r
 }
 

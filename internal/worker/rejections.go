@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -22,14 +23,8 @@ import (
 // then an ack. Nothing is lost: the request itself is in the dead letter.
 func (w *Worker) reject(ctx context.Context, d *delivery, rej *contract.Rejection) consumer.Outcome {
 	zerolog.Ctx(ctx).Warn().Str("error_kind", rej.Kind).Str("reason", rej.Reason).Uint64("stream_seq", d.meta.Sequence.Stream).Msg("request rejected")
-	err := w.endUnrun(ctx, d, ending{event: contract.ExecutionRejected, status: contract.StatusFailed,
+	return w.end(ctx, d, ending{event: contract.ExecutionRejected, status: contract.StatusFailed, outcome: metrics.OutcomeRejected,
 		cause: &contract.Error{Kind: rej.Kind, Message: rej.Reason}, deadLetter: true})
-	if err != nil {
-		return w.handBack(ctx, err)
-	}
-	w.metrics.Ended(metrics.OutcomeRejected)
-	w.metrics.DeadLettered(rej.Kind)
-	return consumer.Outcome{Decision: consumer.Ack}
 }
 
 // exhausted ends a request delivered more than MaxDeliver times (its workers kept
@@ -38,32 +33,39 @@ func (w *Worker) exhausted(ctx context.Context, d *delivery) consumer.Outcome {
 	reason := fmt.Sprintf("request was delivered %d times without reaching a terminal state (max deliver %d); see the execution's events for what its attempts did",
 		d.meta.NumDelivered-1, w.cfg.Consumer.MaxDeliver)
 	zerolog.Ctx(ctx).Error().Uint64("deliveries", d.meta.NumDelivered-1).Msg("request out of deliveries, dead-lettered")
-	if err := w.endUnrun(ctx, d, ending{event: contract.ExecutionFailed, status: contract.StatusFailed,
-		cause: &contract.Error{Kind: contract.KindMaxDeliveries, Message: reason}, deadLetter: true}); err != nil {
-		return w.handBack(ctx, err)
-	}
-	w.metrics.Ended(metrics.OutcomeFailed)
-	w.metrics.DeadLettered(contract.KindMaxDeliveries)
-	return consumer.Outcome{Decision: consumer.Ack}
+	return w.end(ctx, d, ending{event: contract.ExecutionFailed, status: contract.StatusFailed, outcome: metrics.OutcomeFailed,
+		cause: &contract.Error{Kind: contract.KindMaxDeliveries, Message: reason}, deadLetter: true})
 }
 
 // halted ends a request that arrives while a scope covering it is halted: an
 // execution_halted event and a halted status, terminal; it is never retried.
 func (w *Worker) halted(ctx context.Context, d *delivery, halt *contract.HaltError) consumer.Outcome {
 	zerolog.Ctx(ctx).Warn().Str("scope", halt.Scope).Str("reason", halt.Reason).Msg("request refused: trading is halted")
-	if err := w.endUnrun(ctx, d, ending{event: contract.ExecutionHalted, status: contract.StatusHalted,
-		cause: &contract.Error{Kind: contract.KindHalted, Message: halt.Error()}}); err != nil {
+	return w.end(ctx, d, ending{event: contract.ExecutionHalted, status: contract.StatusHalted, outcome: metrics.OutcomeHalted,
+		cause: &contract.Error{Kind: contract.KindHalted, Message: halt.Error()}})
+}
+
+// end ends a request without running it, and acknowledges it.
+func (w *Worker) end(ctx context.Context, d *delivery, e ending) consumer.Outcome {
+	err := w.endUnrun(ctx, d, e)
+	if errors.Is(err, kvstate.ErrConflict) {
+		return w.claimLost(ctx, d) // another worker owns or ended the execution: its outcome stands
+	}
+	if err != nil {
 		return w.handBack(ctx, err)
 	}
-	w.metrics.Ended(metrics.OutcomeHalted)
+	w.metrics.Ended(e.outcome)
+	if e.deadLetter {
+		w.metrics.DeadLettered(e.cause.Kind)
+	}
 	return consumer.Outcome{Decision: consumer.Ack}
 }
 
 // ending is how a request ends without running.
 type ending struct {
-	event, status string
-	cause         *contract.Error
-	deadLetter    bool
+	event, status, outcome string
+	cause                  *contract.Error
+	deadLetter             bool
 }
 
 // endUnrun gives a request that will not run its terminal status and event, and a
@@ -100,9 +102,8 @@ func (w *Worker) endUnrun(ctx context.Context, d *delivery, e ending) error {
 		} else {
 			st.CreatedAt = &now
 		}
-		_, err := w.store.PutStatus(ctx, st, d.statusRev)
-		if err != nil && !errors.Is(err, kvstate.ErrConflict) {
-			return err
+		if _, err := w.store.PutStatus(ctx, st, d.statusRev); err != nil {
+			return err // ErrConflict: another worker owns or ended the execution; publish nothing
 		}
 	}
 	return em.Publish(ctx, &ev)
@@ -125,7 +126,7 @@ func (w *Worker) deadLetter(ctx context.Context, d *delivery, cause *contract.Er
 	default:
 		dl.Payload = string(data)
 	}
-	return w.pub.DeadLetter(ctx, dl)
+	return w.pub.DeadLetter(ctx, dl, "dlq."+w.execStreamTag+"-"+strconv.FormatUint(d.meta.Sequence.Stream, 10))
 }
 
 // truncateUTF8 returns at most n bytes of data as a string, cut at a rune boundary.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/executor"
@@ -19,6 +21,7 @@ const (
 	KindTradingPaused    = "trading_paused"
 	KindRiskLimit        = "risk_limit"
 	KindEmergencyUnknown = "emergency_state_unknown"
+	KindOrderUnknown     = "order_state_unknown"
 )
 
 // scopesOf returns the emergency scopes covering an execution.
@@ -31,23 +34,39 @@ func scopesOf(x *executor.Execution) emergency.Scopes {
 var ErrLostOwnership = errors.New("another worker took over this execution")
 
 // guard is asked before each node. Any node stops at a halt. A provider node (one
-// with side effects outside) also fails while the emergency state is unconfirmed
-// or once the request's not_after has passed, and the execution stops when another
-// worker has taken it over, so that no side effect happens twice or late.
+// with side effects outside) waits while the emergency state is unconfirmed, fails
+// once the request's not_after has passed, and stops the execution when another
+// worker has taken it over: no side effect happens unconfirmed, late or twice.
 type guard struct {
 	ctrl  *emergency.Controller
 	store *kvstate.Store
 }
 
+// staleCheckInterval is how often a waiting provider node checks the emergency state.
+const staleCheckInterval = 50 * time.Millisecond
+
 func (g guard) CanOperate(ctx context.Context, x *executor.Execution, sideEffects bool) error {
 	err := g.ctrl.CanOperate(scopesOf(x))
-	switch {
-	case errors.Is(err, emergency.ErrStale):
-		if sideEffects {
-			return nodes.Permanent(KindEmergencyUnknown, fmt.Errorf("%w; this node calls an outside service and was not started", err))
+	if !sideEffects {
+		if errors.Is(err, emergency.ErrStale) {
+			return nil // computing is harmless; side effects wait below
 		}
-		return nil
-	case err != nil || !sideEffects:
+		return err
+	}
+	for logged := false; errors.Is(err, emergency.ErrStale); err = g.ctrl.CanOperate(scopesOf(x)) {
+		if !logged {
+			zerolog.Ctx(ctx).Warn().Msg("emergency state unconfirmed; the next node calls an outside service and waits until it is confirmed")
+			logged = true
+		}
+		t := time.NewTimer(staleCheckInterval)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-t.C:
+		}
+	}
+	if err != nil {
 		return err
 	}
 	if x.NotAfter != nil && time.Now().After(*x.NotAfter) {
@@ -70,9 +89,11 @@ func (g guard) Watch(x *executor.Execution, cancel context.CancelCauseFunc) func
 
 // desk checks orders against the emergency state and the risk limits, and places them.
 type desk struct {
-	ctrl *emergency.Controller
-	risk *emergency.Risk
-	pub  *publish.Publisher
+	ctrl            *emergency.Controller
+	risk            *emergency.Risk
+	pub             *publish.Publisher
+	store           *kvstate.Store
+	duplicateWindow time.Duration
 }
 
 func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
@@ -98,6 +119,37 @@ func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	return nil
 }
 
+// PlaceOrder publishes an intent once for as long as the execution's state is kept,
+// not only within the stream's duplicate window: a mark in KV is written before
+// the publish and completed with its stream sequence after. A replay finds the mark
+// placed and publishes nothing; a mark left "publishing" by a worker that died is
+// published again within the duplicate window (the stream drops a copy), and past
+// it refused, since whether the intent was stored cannot be known.
 func (d desk) PlaceOrder(ctx context.Context, o *contract.OrderIntent) (uint64, bool, error) {
-	return d.pub.Order(ctx, o)
+	mark, rev, err := d.store.OrderMark(ctx, o.WorkflowID, o.ExecutionID, o.NodeID)
+	switch {
+	case errors.Is(err, kvstate.ErrNotFound):
+		mark = &contract.OrderMark{ClientOrderID: o.ClientOrderID, State: contract.OrderPublishing, At: time.Now().UTC()}
+		if rev, err = d.store.PutOrderMark(ctx, o.WorkflowID, o.ExecutionID, o.NodeID, mark, 0); err != nil {
+			return 0, false, err // a concurrent attempt wrote it: the retry reads it
+		}
+	case err != nil:
+		return 0, false, err
+	case mark.State == contract.OrderPlaced:
+		return mark.StreamSeq, true, nil
+	case time.Since(mark.At) > d.duplicateWindow:
+		return 0, false, nodes.Permanent(KindOrderUnknown, fmt.Errorf(
+			"order %s may or may not have been placed: a worker stopped while placing it at %s, longer ago than the duplicate window (%s); "+
+				"look for client_order_id %s in %s and at the exchange, and act on it by hand",
+			o.ClientOrderID, mark.At.Format(time.RFC3339), d.duplicateWindow, o.ClientOrderID, contract.StreamOrders))
+	}
+	seq, dup, err := d.pub.Order(ctx, o)
+	if err != nil {
+		return 0, false, err
+	}
+	mark.State, mark.StreamSeq = contract.OrderPlaced, seq
+	if _, err := d.store.PutOrderMark(ctx, o.WorkflowID, o.ExecutionID, o.NodeID, mark, rev); err != nil {
+		return 0, false, err
+	}
+	return seq, dup, nil
 }

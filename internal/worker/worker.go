@@ -141,25 +141,22 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 
 	var background sync.WaitGroup
-	goBackground := func(name string, run func(context.Context) error) {
+	goBackground := func(run func(context.Context)) {
 		background.Add(1)
-		go func() {
-			defer background.Done()
-			if err := run(bgCtx); err != nil {
-				w.log.Error().Err(err).Str("component", name).Msg("stopped with an error")
-			}
-		}()
+		go func() { defer background.Done(); run(bgCtx) }()
 	}
-	goBackground("breakers", func(ctx context.Context) error { w.breakers.Run(ctx, watch); return nil })
-	goBackground("emergency", w.ctrl.Run)
-	goBackground("risk", w.risk.Run)
+	goBackground(func(ctx context.Context) { w.breakers.Run(ctx, watch) })
+	goBackground(w.ctrl.Run)
+	goBackground(w.risk.Run)
 	if httpListener != nil {
-		goBackground("http", func(ctx context.Context) error { return w.metrics.Serve(ctx, httpListener, w.Readiness) })
+		goBackground(func(ctx context.Context) {
+			if err := w.metrics.Serve(ctx, httpListener, w.Readiness); err != nil {
+				w.log.Error().Err(err).Msg("metrics and health endpoints stopped")
+			}
+		})
 	}
 	defer func() { stopBackground(); background.Wait() }()
-	if err := w.awaitEmergencyState(ctx); err != nil {
-		return err
-	}
+	w.awaitEmergencyState(ctx)
 
 	w.ready.Store(true)
 	defer w.ready.Store(false)
@@ -259,7 +256,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	if err != nil {
 		return nil, err
 	}
-	registry.Register(nodes.TypeOrder, nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub}})
+	registry.Register(nodes.TypeOrder, nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub, store: w.store, duplicateWindow: w.cfg.Provision.DuplicateWindow}})
 	registry.Register(nodes.TypeRiskUpdate, nodes.RiskUpdate{Metrics: w.risk})
 	w.ctrl.OnChange(func(st emergency.ScopeState) { w.metrics.EmergencyState(st.Scope, emergencyLevel[st.State]) })
 	w.exec = executor.New(w.store, guard{ctrl: w.ctrl, store: w.store}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Observer: w.metrics, Resilience: chain})
@@ -276,14 +273,14 @@ var (
 
 // awaitEmergencyState waits until the emergency state is loaded: a worker started
 // during a halt must never run anything.
-func (w *Worker) awaitEmergencyState(ctx context.Context) error {
+func (w *Worker) awaitEmergencyState(ctx context.Context) {
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
 	logged := time.Now()
 	for !w.ctrl.Ready() {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-t.C:
 		}
 		if time.Since(logged) > 5*time.Second {
@@ -291,7 +288,6 @@ func (w *Worker) awaitEmergencyState(ctx context.Context) error {
 			logged = time.Now()
 		}
 	}
-	return nil
 }
 
 // canStart gates fetching: while the emergency state is unconfirmed, requests stay
