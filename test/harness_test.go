@@ -33,12 +33,22 @@ type harness struct {
 	js     jetstream.JetStream
 	client *client.Client
 	ctx    context.Context
+	// workerLogs, when set, receives the logs of the workers the harness starts.
+	workerLogs *lockedBuffer
 }
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
 	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv.URL())
+	h := harnessOn(t, natstest.Connect(t, srv.URL()))
+	h.srv = srv
+	return h
+}
+
+// harnessOn is a harness that reads and drives a deployment through nc, for
+// servers the harness did not start.
+func harnessOn(t testing.TB, nc *nats.Conn) *harness {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +59,7 @@ func newHarness(t testing.TB) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return &harness{t: t, srv: srv, nc: nc, js: js, client: cl, ctx: ctx}
+	return &harness{t: t, nc: nc, js: js, client: cl, ctx: ctx}
 }
 
 // testLogger logs to the test output when FLOWGUARD_TEST_LOG is set.
@@ -76,7 +86,11 @@ func (h *harness) startWorkerObj(id string, mutate func(*worker.Config)) (w *wor
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	w, err := worker.New(cfg, testLogger(h.t).With().Str("worker", id).Logger())
+	log := testLogger(h.t)
+	if h.workerLogs != nil {
+		log = zerolog.New(zerolog.MultiLevelWriter(h.workerLogs, log)).With().Timestamp().Logger()
+	}
+	w, err := worker.New(cfg, log.With().Str("worker", id).Logger())
 	if err != nil {
 		h.t.Fatal(err)
 	}
