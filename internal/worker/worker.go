@@ -29,6 +29,7 @@ import (
 	"github.com/flowguard/flowguard/internal/nodes"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/publish"
+	"github.com/flowguard/flowguard/internal/resilience"
 )
 
 // Worker consumes execution requests and runs them.
@@ -146,7 +147,15 @@ func (w *Worker) setup(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	buckets, err := provision.Ensure(ctx, js, w.cfg.Provision)
+	// A cluster that is forming, or electing a leader, does not answer yet.
+	var buckets *provision.Buckets
+	err = resilience.RetryIO(ctx, func(err error) bool { return !provision.Unavailable(err) }, func(ctx context.Context) error {
+		var err error
+		if buckets, err = provision.Ensure(ctx, js, w.cfg.Provision); provision.Unavailable(err) {
+			w.log.Warn().Err(err).Msg("JetStream not available yet, retrying")
+		}
+		return err
+	})
 	if err != nil {
 		return fmt.Errorf("provision streams and buckets: %w", err)
 	}
