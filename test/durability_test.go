@@ -293,4 +293,3 @@ func TestRequestThatAlwaysCrashesItsWorkerIsDeadLettered(t *testing.T) {
 		t.Errorf("a poisoned execution placed %d orders", len(orders))
 	}
 }
-
