@@ -143,8 +143,9 @@ func explain(o Options, err error) error {
 		return fmt.Errorf("%w: the server's certificate is not signed by a trusted CA; give the CA that signed it with --tls-ca", err)
 	case errors.As(err, &hostname):
 		return fmt.Errorf("%w: the server's certificate does not name the host of the URL; connect with a name the certificate holds", err)
-	case errors.As(err, &remote) && remote.Op == "remote error": // a TLS alert from the server
-		return fmt.Errorf("%w: the server refused the TLS handshake; it checks client certificates: give --tls-cert and --tls-key with a certificate signed by a CA the server trusts", err)
+	case errors.As(err, &remote) && remote.Op == "remote error", // a TLS alert from the server
+		errors.Is(err, nats.ErrTLS): // or the server closed the connection after the handshake
+		return fmt.Errorf("%w: the server refused the TLS connection; it checks client certificates: give --tls-cert and --tls-key with a certificate signed by a CA the server trusts", err)
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
 		return fmt.Errorf("%w: check the paths given to --nats-nkey, --nats-creds, --tls-ca, --tls-cert and --tls-key", err)
 	case errors.Is(err, nats.ErrNoServers):

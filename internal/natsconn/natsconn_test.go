@@ -226,9 +226,9 @@ func TestConnectWithEveryKindOfCredential(t *testing.T) {
 		{name: "TLS client certificate", server: []func(*server.Options){serverTLS(t, p, true)},
 			client: Options{TLSCA: p.ca, TLSCert: p.clientCert, TLSKey: p.clientKey}},
 		{name: "TLS client certificate missing", server: []func(*server.Options){serverTLS(t, p, true)},
-			client: Options{TLSCA: p.ca}, want: []string{"certificate required", "--tls-cert"}},
+			client: Options{TLSCA: p.ca}, want: []string{"refused the TLS connection", "--tls-cert"}},
 		{name: "TLS client certificate of another CA", server: []func(*server.Options){serverTLS(t, p, true)},
-			client: Options{TLSCA: p.ca, TLSCert: other.clientCert, TLSKey: other.clientKey}, want: []string{"certificate required", "--tls-cert", "signed by a CA the server trusts"}},
+			client: Options{TLSCA: p.ca, TLSCert: other.clientCert, TLSKey: other.clientKey}, want: []string{"--tls-cert", "signed by a CA the server trusts"}},
 		{name: "TLS and a password", server: []func(*server.Options){serverTLS(t, p, true), userPass},
 			client: Options{TLSCA: p.ca, TLSCert: p.clientCert, TLSKey: p.clientKey, User: "bot", Password: "s3cret"}},
 	}
