@@ -203,8 +203,8 @@ func (c *cluster) workerEnv(id string) map[string]string {
 }
 
 // startWorker starts a worker container and waits until it consumes.
-func (c *cluster) startWorker(id string) *testcontainers.DockerContainer {
-	c.t.Helper()
+func (c *cluster) startWorker(t *testing.T, id string) *testcontainers.DockerContainer {
+	t.Helper()
 	w, err := testcontainers.Run(c.ctx, "flowguard/worker:"+c.tag,
 		testcontainers.WithEnv(c.workerEnv(id)),
 		tcnetwork.WithNetwork([]string{id}, c.net),
@@ -212,7 +212,7 @@ func (c *cluster) startWorker(id string) *testcontainers.DockerContainer {
 	)
 	c.cleanupContainer(w, id)
 	if err != nil {
-		c.t.Fatalf("start worker %s: %v", id, err)
+		t.Fatalf("start worker %s: %v", id, err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -232,20 +232,20 @@ func (c *cluster) workerIDs() []string {
 }
 
 // kill sends SIGKILL to worker id.
-func (c *cluster) kill(id string) {
-	c.t.Helper()
+func (c *cluster) kill(t *testing.T, id string) {
+	t.Helper()
 	c.mu.Lock()
 	w := c.workers[id]
 	delete(c.workers, id)
 	c.mu.Unlock()
 	if _, err := c.docker.ContainerKill(c.ctx, w.GetContainerID(), client.ContainerKillOptions{Signal: "KILL"}); err != nil {
-		c.t.Fatalf("kill %s: %v", id, err)
+		t.Fatalf("kill %s: %v", id, err)
 	}
 }
 
 // publisher runs the publisher image once, as user, and returns its exit code and output.
-func (c *cluster) publisher(user string, args ...string) (int, string) {
-	c.t.Helper()
+func (c *cluster) publisher(t *testing.T, user string, args ...string) (int, string) {
+	t.Helper()
 	p, err := testcontainers.Run(c.ctx, "flowguard/publisher:"+c.tag,
 		testcontainers.WithEnv(map[string]string{
 			"FLOWGUARD_NATS_URL":      "nats://nats1:4222,nats://nats2:4222,nats://nats3:4222",
@@ -258,29 +258,34 @@ func (c *cluster) publisher(user string, args ...string) (int, string) {
 	)
 	c.cleanupContainer(p, "publisher "+strings.Join(args, " "))
 	if err != nil {
-		c.t.Fatalf("publisher %s: %v", strings.Join(args, " "), err)
+		t.Fatalf("publisher %s: %v", strings.Join(args, " "), err)
 	}
 	st, err := p.State(c.ctx)
 	if err != nil {
-		c.t.Fatal(err)
+		t.Fatal(err)
 	}
 	return st.ExitCode, c.logs(p)
 }
 
 // streamLeader returns the node leading a stream.
-func (c *cluster) streamLeader(name string) string {
-	c.t.Helper()
-	s, err := c.operator.js.Stream(c.ctx, name)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	return s.CachedInfo().Cluster.Leader
+func (c *cluster) streamLeader(t *testing.T, name string) string {
+	t.Helper()
+	var leader string
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		s, err := c.operator.js.Stream(c.ctx, name)
+		if err != nil {
+			return err
+		}
+		leader = s.CachedInfo().Cluster.Leader
+		return nil
+	})
+	return leader
 }
 
 // waitHealthy waits until every stream has a leader and every replica is current.
-func (c *cluster) waitHealthy(within time.Duration) {
-	c.t.Helper()
-	natstest.WaitFor(c.t, within, func() error {
+func (c *cluster) waitHealthy(t *testing.T, within time.Duration) {
+	t.Helper()
+	natstest.WaitFor(t, within, func() error {
 		names := c.operator.js.StreamNames(c.ctx)
 		for name := range names.Name() {
 			s, err := c.operator.js.Stream(c.ctx, name)
@@ -307,8 +312,8 @@ func (c *cluster) waitHealthy(within time.Duration) {
 // submitSteadily publishes n requests of workflowID, one every interval, retrying
 // each (same request id, so it is stored once) while the cluster cannot take it.
 // It returns the ids, and calls at(i) before request i.
-func (c *cluster) submitSteadily(workflowID, prefix string, n int, interval time.Duration, at func(i int)) []string {
-	c.t.Helper()
+func (c *cluster) submitSteadily(t *testing.T, workflowID, prefix string, n int, interval time.Duration, at func(i int)) []string {
+	t.Helper()
 	ids := make([]string, n)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
@@ -316,23 +321,41 @@ func (c *cluster) submitSteadily(workflowID, prefix string, n int, interval time
 		<-tick.C
 		at(i)
 		ids[i] = fmt.Sprintf("%s-%04d", prefix, i)
-		req := &contract.Request{WorkflowID: workflowID, BotID: "b1", RequestID: ids[i]}
-		natstest.WaitFor(c.t, 30*time.Second, func() error {
-			ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
-			defer cancel()
-			_, err := c.bot.client.Submit(ctx, req)
-			return err
-		})
+		c.submit(t, workflowID, ids[i])
+	}
+	return ids
+}
+
+// submit publishes a request of bot b1, retrying it (same request id, so it is
+// stored once) while the cluster cannot take it.
+func (c *cluster) submit(t *testing.T, workflowID, id string) {
+	t.Helper()
+	req := &contract.Request{WorkflowID: workflowID, BotID: "b1", RequestID: id}
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(c.ctx, 2*time.Second)
+		defer cancel()
+		_, err := c.bot.client.Submit(ctx, req)
+		return err
+	})
+}
+
+// submitMany publishes n requests with ids prefix-0000... and returns them.
+func (c *cluster) submitMany(t *testing.T, workflowID, prefix string, n int) []string {
+	t.Helper()
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("%s-%04d", prefix, i)
+		c.submit(t, workflowID, ids[i])
 	}
 	return ids
 }
 
 // fill publishes as many requests as the workers have slots, and waits until
 // each is running.
-func (c *cluster) fill(workflowID, prefix string) []string {
-	c.t.Helper()
-	ids := submitMany(c.bot, workflowID, prefix, 8*len(c.workerIDs()))
-	natstest.WaitFor(c.t, 30*time.Second, func() error {
+func (c *cluster) fill(t *testing.T, workflowID, prefix string) []string {
+	t.Helper()
+	ids := c.submitMany(t, workflowID, prefix, 8*len(c.workerIDs()))
+	natstest.WaitFor(t, 30*time.Second, func() error {
 		for _, id := range ids {
 			st, err := c.operator.client.Status(c.ctx, workflowID, id)
 			if err != nil || st.Status != contract.StatusRunning {
@@ -374,15 +397,16 @@ func TestCluster(t *testing.T) {
 	})
 
 	for _, id := range []string{"w1", "w2", "w3"} {
-		c.startWorker(id)
+		c.startWorker(t, id)
 	}
 	t.Logf("workers consuming after %s", time.Since(started).Round(time.Millisecond))
 
 	t.Run("every request completes exactly once while a NATS node stops", func(t *testing.T) {
-		c.operator.deploy(fmt.Sprintf(clusterWorkflow, "cl-node", "200ms"))
-		leader := c.streamLeader(contract.StreamExec)
+		op := c.operator.on(t)
+		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-node", "200ms"))
+		leader := c.streamLeader(t, contract.StreamExec)
 		node := c.nodes[leader]
-		ids := c.submitSteadily("cl-node", "n", 120, 25*time.Millisecond, func(i int) {
+		ids := c.submitSteadily(t, "cl-node", "n", 120, 25*time.Millisecond, func(i int) {
 			if i == 40 {
 				stop := 5 * time.Second
 				if err := node.Stop(c.ctx, &stop); err != nil {
@@ -391,50 +415,52 @@ func TestCluster(t *testing.T) {
 				t.Logf("stopped %s, the leader of %s, after %d requests", leader, contract.StreamExec, i)
 			}
 		})
-		assertExactlyOnce(t, c.operator, "cl-node", ids, 2*time.Minute)
+		assertExactlyOnce(t, op, "cl-node", ids, 2*time.Minute)
 		if err := node.Start(c.ctx); err != nil {
 			t.Fatalf("restart %s: %v", leader, err)
 		}
-		c.waitHealthy(time.Minute)
-		assertExactlyOnce(t, c.operator, "cl-node", ids, time.Second)
+		c.waitHealthy(t, time.Minute)
+		assertExactlyOnce(t, op, "cl-node", ids, time.Second)
 	})
 
 	t.Run("a killed worker's executions resume on the others", func(t *testing.T) {
-		c.operator.deploy(fmt.Sprintf(clusterWorkflow, "cl-kill", "2s"))
-		ids := c.fill("cl-kill", "k")
+		op := c.operator.on(t)
+		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-kill", "2s"))
+		ids := c.fill(t, "cl-kill", "k")
 		victim := c.workerIDs()[0]
-		inFlight := runningOn(c.operator, "cl-kill", ids, victim)
+		inFlight := runningOn(op, "cl-kill", ids, victim)
 		if len(inFlight) == 0 {
 			t.Fatalf("nothing runs on %s", victim)
 		}
-		c.kill(victim)
+		c.kill(t, victim)
 		killed := time.Now()
-		assertExactlyOnce(t, c.operator, "cl-kill", ids, time.Minute)
+		assertExactlyOnce(t, op, "cl-kill", ids, time.Minute)
 		var last time.Time
 		for _, id := range inFlight {
-			st, err := c.operator.client.Status(c.ctx, "cl-kill", id)
+			st, err := op.client.Status(c.ctx, "cl-kill", id)
 			if err != nil || st.WorkerID == victim || st.Attempt < 2 {
 				t.Errorf("%s: %+v %v; want it finished by another worker", id, st, err)
 			}
-			for _, ev := range c.operator.events("cl-kill", id) {
+			for _, ev := range op.events("cl-kill", id) {
 				if ev.Type == contract.ExecutionStarted && ev.Resumed && ev.Time.After(last) {
 					last = ev.Time
 				}
 			}
 		}
 		t.Logf("%d executions of the killed worker resumed elsewhere within %s (ack wait %s)", len(inFlight), last.Sub(killed).Round(time.Millisecond), clusterAckWait)
-		c.startWorker(victim + "-new")
+		c.startWorker(t, victim+"-new")
 	})
 
 	t.Run("a halt reaches every worker and no node starts after it", func(t *testing.T) {
-		c.operator.deploy(fmt.Sprintf(clusterWorkflow, "cl-halt", "1m"))
-		ids := c.fill("cl-halt", "h")
-		ack, err := c.operator.client.Emergency(c.ctx, "workflow.cl-halt", contract.EmergencyCommand{Action: "halt", Reason: "container test", IssuedBy: "operator"})
+		op := c.operator.on(t)
+		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-halt", "1m"))
+		ids := c.fill(t, "cl-halt", "h")
+		ack, err := op.client.Emergency(c.ctx, "workflow.cl-halt", contract.EmergencyCommand{Action: "halt", Reason: "container test", IssuedBy: "operator"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { c.operator.command("workflow.cl-halt", "resume", "container test done") })
-		stored, err := c.operator.js.Stream(c.ctx, contract.StreamEmergency)
+		t.Cleanup(func() { op.command("workflow.cl-halt", "resume", "container test done") })
+		stored, err := op.js.Stream(c.ctx, contract.StreamEmergency)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -444,7 +470,7 @@ func TestCluster(t *testing.T) {
 		}
 		haltedBy := map[string]int{}
 		for _, id := range ids {
-			st := c.operator.waitStatus("cl-halt", id, 10*time.Second)
+			st := op.waitStatus("cl-halt", id, 10*time.Second)
 			if st.Status != contract.StatusHalted {
 				t.Errorf("%s: %s", id, st.Status)
 			}
@@ -455,11 +481,12 @@ func TestCluster(t *testing.T) {
 				t.Errorf("worker %s halted none of its executions: %v", w, haltedBy)
 			}
 		}
-		late := c.bot.submit(&contract.Request{WorkflowID: "cl-halt", BotID: "b1"})
-		if st := c.operator.waitStatus("cl-halt", late, 10*time.Second); st.Status != contract.StatusHalted {
+		late := "h-late"
+		c.submit(t, "cl-halt", late)
+		if st := op.waitStatus("cl-halt", late, 10*time.Second); st.Status != contract.StatusHalted {
 			t.Errorf("a request after the halt: %s", st.Status)
 		}
-		for _, m := range c.operator.messages(contract.StreamEvents, "flow.events.*.cl-halt.*.node_started") {
+		for _, m := range op.messages(contract.StreamEvents, "flow.events.*.cl-halt.*.node_started") {
 			meta, err := m.Metadata()
 			if err != nil {
 				t.Fatal(err)
@@ -468,7 +495,7 @@ func TestCluster(t *testing.T) {
 				t.Errorf("a node started after the halt was stored: %s", m.Subject())
 			}
 		}
-		for _, m := range c.operator.messages(contract.StreamOrders, "flow.orders.>") {
+		for _, m := range op.messages(contract.StreamOrders, "flow.orders.>") {
 			if strings.Contains(string(m.Data()), `"cl-halt"`) {
 				t.Errorf("a halted workflow ordered: %s", m.Data())
 			}
@@ -476,13 +503,14 @@ func TestCluster(t *testing.T) {
 	})
 
 	t.Run("a worker cut off the network gives its requests up and runs none twice", func(t *testing.T) {
-		c.operator.deploy(fmt.Sprintf(clusterWorkflow, "cl-cut", "4s"))
-		ids := c.fill("cl-cut", "c")
+		op := c.operator.on(t)
+		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-cut", "4s"))
+		ids := c.fill(t, "cl-cut", "c")
 		victim := c.workerIDs()[0]
 		c.mu.Lock()
 		w := c.workers[victim]
 		c.mu.Unlock()
-		inFlight := runningOn(c.operator, "cl-cut", ids, victim)
+		inFlight := runningOn(op, "cl-cut", ids, victim)
 		if len(inFlight) == 0 {
 			t.Fatalf("nothing runs on %s", victim)
 		}
@@ -490,10 +518,10 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		cut := time.Now()
-		assertExactlyOnce(t, c.operator, "cl-cut", ids, time.Minute)
+		assertExactlyOnce(t, op, "cl-cut", ids, time.Minute)
 		t.Logf("%d requests of the cut-off worker finished elsewhere within %s", len(inFlight), time.Since(cut).Round(time.Millisecond))
 		for _, id := range inFlight {
-			if st, err := c.operator.client.Status(c.ctx, "cl-cut", id); err != nil || st.WorkerID == victim {
+			if st, err := op.client.Status(c.ctx, "cl-cut", id); err != nil || st.WorkerID == victim {
 				t.Errorf("%s: %+v %v; want it finished by another worker", id, st, err)
 			}
 		}
@@ -516,37 +544,38 @@ func TestCluster(t *testing.T) {
 			}
 			return nil
 		})
-		assertExactlyOnce(t, c.operator, "cl-cut", ids, time.Second)
+		assertExactlyOnce(t, op, "cl-cut", ids, time.Second)
 		for _, id := range inFlight {
-			if st, err := c.operator.client.Status(c.ctx, "cl-cut", id); err != nil || st.WorkerID == victim {
+			if st, err := op.client.Status(c.ctx, "cl-cut", id); err != nil || st.WorkerID == victim {
 				t.Errorf("%s after the worker came back: %+v %v", id, st, err)
 			}
 		}
 		// And it takes new work.
-		more := submitMany(c.bot, "cl-cut", "c2", 24)
-		assertExactlyOnce(t, c.operator, "cl-cut", append(ids, more...), time.Minute)
+		more := c.submitMany(t, "cl-cut", "c2", 24)
+		assertExactlyOnce(t, op, "cl-cut", append(ids, more...), time.Minute)
 	})
 
 	t.Run("a bot's emergency command is refused and an operator's halt works", func(t *testing.T) {
-		c.operator.deploy(fmt.Sprintf(clusterWorkflow, "cl-roles", "10ms"))
-		before := len(c.operator.messages(contract.StreamEmergency, "flow.emergency.>"))
-		code, out := c.publisher("bot", "halt", "--reason", "a bot tries")
+		op := c.operator.on(t)
+		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-roles", "10ms"))
+		before := len(op.messages(contract.StreamEmergency, "flow.emergency.>"))
+		code, out := c.publisher(t, "bot", "halt", "--reason", "a bot tries")
 		if code != 1 || !strings.Contains(out, `Permissions Violation for Publish to "flow.emergency.global"`) {
 			t.Errorf("bot halt: exit %d\n%s", code, out)
 		}
-		if after := len(c.operator.messages(contract.StreamEmergency, "flow.emergency.>")); after != before {
+		if after := len(op.messages(contract.StreamEmergency, "flow.emergency.>")); after != before {
 			t.Errorf("the bot's command was stored: %d commands, %d before", after, before)
 		}
-		code, out = c.publisher("operator", "halt", "--scope", "bot.cl-bot", "--reason", "operator halt")
+		code, out = c.publisher(t, "operator", "halt", "--scope", "bot.cl-bot", "--reason", "operator halt")
 		if code != 0 {
 			t.Fatalf("operator halt: exit %d\n%s", code, out)
 		}
-		t.Cleanup(func() { c.operator.command("bot.cl-bot", "resume", "container test done") })
-		code, out = c.publisher("bot", "run", "cl-roles", "--bot", "cl-bot", "--wait")
+		t.Cleanup(func() { op.command("bot.cl-bot", "resume", "container test done") })
+		code, out = c.publisher(t, "bot", "run", "cl-roles", "--bot", "cl-bot", "--wait")
 		if code != exitHaltedCode || !strings.Contains(out, "execution_halted") {
 			t.Errorf("bot run --wait after the operator's halt: exit %d\n%s", code, out)
 		}
-		if code, out = c.publisher("bot", "run", "cl-roles", "--bot", "b1", "--wait"); code != 0 {
+		if code, out = c.publisher(t, "bot", "run", "cl-roles", "--bot", "b1", "--wait"); code != 0 {
 			t.Errorf("another bot's run: exit %d\n%s", code, out)
 		}
 	})

@@ -31,6 +31,9 @@ func Start(t testing.TB) *Server {
 func StartWith(t testing.TB, opts *server.Options) *Server {
 	t.Helper()
 	s := &Server{opts: *opts}
+	if s.opts.ServerName == "" {
+		s.opts.ServerName = "flowguard-test" // the same across restarts
+	}
 	if s.opts.Host == "" {
 		s.opts.Host = "127.0.0.1"
 	}
