@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 
 	"github.com/flowguard/flowguard/internal/contract"
@@ -27,14 +28,31 @@ const benchWorkflow = `{"id": "bench3", "nodes": [
 // an idle system); "burst-cN" publishes all requests at once to a worker of
 // concurrency N (throughput; latencies then include queueing).
 func BenchmarkEndToEnd(b *testing.B) {
-	b.Run("latency", func(b *testing.B) { benchEndToEnd(b, 1, true) })
+	b.Run("latency", func(b *testing.B) { benchEndToEnd(b, &server.Options{}, 1, true) })
 	for _, concurrency := range []int{1, 16, 64} {
-		b.Run(fmt.Sprintf("burst-c%d", concurrency), func(b *testing.B) { benchEndToEnd(b, concurrency, false) })
+		b.Run(fmt.Sprintf("burst-c%d", concurrency), func(b *testing.B) { benchEndToEnd(b, &server.Options{}, concurrency, false) })
 	}
 }
 
-func benchEndToEnd(b *testing.B, concurrency int, oneAtATime bool) {
-	h := newHarness(b)
+// BenchmarkSyncInterval is BenchmarkEndToEnd's burst and latency runs on a server
+// that fsyncs every 2 minutes (the default) and on one that fsyncs every write
+// before acknowledging it (sync_interval: always, the worker's --sync-always), side
+// by side: the price of durability on this machine's disk.
+func BenchmarkSyncInterval(b *testing.B) {
+	for _, sync := range []struct {
+		name string
+		opts func() *server.Options
+	}{
+		{"default", func() *server.Options { return &server.Options{} }},
+		{"always", func() *server.Options { return &server.Options{SyncAlways: true} }},
+	} {
+		b.Run("burst-c64/sync-"+sync.name, func(b *testing.B) { benchEndToEnd(b, sync.opts(), 64, false) })
+		b.Run("latency/sync-"+sync.name, func(b *testing.B) { benchEndToEnd(b, sync.opts(), 1, true) })
+	}
+}
+
+func benchEndToEnd(b *testing.B, opts *server.Options, concurrency int, oneAtATime bool) {
+	h := newHarnessWith(b, opts)
 	h.startWorker("bench", func(c *worker.Config) { c.Consumer.Concurrency = concurrency })
 	h.deploy(benchWorkflow)
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
@@ -33,12 +34,28 @@ type harness struct {
 	js     jetstream.JetStream
 	client *client.Client
 	ctx    context.Context
+	// workerLogs, when set, receives the logs of the workers the harness starts.
+	workerLogs *lockedBuffer
 }
 
 func newHarness(t testing.TB) *harness {
 	t.Helper()
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv.URL())
+	return newHarnessWith(t, &server.Options{})
+}
+
+// newHarnessWith is newHarness on a server with more options (see natstest.StartWith).
+func newHarnessWith(t testing.TB, opts *server.Options) *harness {
+	t.Helper()
+	srv := natstest.StartWith(t, opts)
+	h := harnessOn(t, natstest.Connect(t, srv.URL()))
+	h.srv = srv
+	return h
+}
+
+// harnessOn is a harness that reads and drives a deployment through nc, for
+// servers the harness did not start.
+func harnessOn(t testing.TB, nc *nats.Conn) *harness {
+	t.Helper()
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -49,7 +66,14 @@ func newHarness(t testing.TB) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return &harness{t: t, srv: srv, nc: nc, js: js, client: cl, ctx: ctx}
+	return &harness{t: t, nc: nc, js: js, client: cl, ctx: ctx}
+}
+
+// on is the harness reporting to t, a subtest of the harness's test.
+func (h *harness) on(t testing.TB) *harness {
+	c := *h
+	c.t = t
+	return &c
 }
 
 // testLogger logs to the test output when FLOWGUARD_TEST_LOG is set.
@@ -81,6 +105,9 @@ func (h *harness) startWorkerLogging(id string, mutate func(*worker.Config), log
 	cfg.Consumer = consumer.Config{ShutdownGrace: 5 * time.Second}
 	if mutate != nil {
 		mutate(&cfg)
+	}
+	if h.workerLogs != nil {
+		log = zerolog.New(zerolog.MultiLevelWriter(h.workerLogs, log)).With().Timestamp().Str("worker", id).Logger()
 	}
 	w, err := worker.New(cfg, log)
 	if err != nil {
@@ -181,25 +208,36 @@ func (h *harness) waitStatus(workflowID, executionID string, within time.Duratio
 	return st
 }
 
-// messages returns every message of a stream matching filter, oldest first.
+// messages returns every message of a stream matching filter, oldest first. A read
+// that fails (a cluster electing a leader) is made again, for up to 30 s.
 func (h *harness) messages(stream, filter string) []jetstream.Msg {
 	h.t.Helper()
+	var out []jetstream.Msg
+	natstest.WaitFor(h.t, 30*time.Second, func() error {
+		var err error
+		out, err = h.read(stream, filter)
+		return err
+	})
+	return out
+}
+
+func (h *harness) read(stream, filter string) ([]jetstream.Msg, error) {
 	cons, err := h.js.OrderedConsumer(h.ctx, stream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
 	if err != nil {
-		h.t.Fatalf("read %s: %v", stream, err)
+		return nil, fmt.Errorf("read %s: %w", stream, err)
 	}
 	info, err := h.js.Stream(h.ctx, stream)
 	if err != nil {
-		h.t.Fatal(err)
+		return nil, fmt.Errorf("read %s: %w", stream, err)
 	}
 	var out []jetstream.Msg
 	if info.CachedInfo().State.Msgs == 0 {
-		return nil
+		return nil, nil
 	}
 	for {
 		batch, err := cons.FetchNoWait(500)
 		if err != nil {
-			h.t.Fatal(err)
+			return nil, fmt.Errorf("read %s: %w", stream, err)
 		}
 		var pending uint64
 		n := 0
@@ -210,10 +248,10 @@ func (h *harness) messages(stream, filter string) []jetstream.Msg {
 			n++
 		}
 		if err := batch.Error(); err != nil {
-			h.t.Fatalf("read %s: %v", stream, err)
+			return nil, fmt.Errorf("read %s: %w", stream, err)
 		}
 		if n == 0 || pending == 0 {
-			return out
+			return out, nil
 		}
 	}
 }

@@ -76,7 +76,16 @@ func run(k *kong.Context, c *cli) int {
 	if c.NATS.URL == "" {
 		c.NATS.URL = nats.DefaultURL
 	}
-	nc, err := natsconn.Connect(c.NATS, "flowguard-publisher", zerolog.Nop())
+	// The server answers a message this user may not send with an asynchronous
+	// error, and the operation would only time out: end the command at once instead.
+	ctx, refused := context.WithCancelCause(ctx)
+	defer refused(nil)
+	nc, err := natsconn.Connect(c.NATS, "flowguard-publisher", zerolog.Nop(),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				refused(err)
+			}
+		}))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "publisher:", err)
 		return exitFailed
@@ -92,6 +101,9 @@ func run(k *kong.Context, c *cli) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(context.Cause(ctx), nats.ErrPermissionViolation):
+		fmt.Fprintf(os.Stderr, "publisher: %v: this NATS user may not do that; use the credentials of a role that may (README.md, Roles)\n", context.Cause(ctx))
+		return exitFailed
 	case errors.As(err, &ee):
 		if ee.msg != "" {
 			fmt.Fprintln(os.Stderr, "publisher:", ee.msg)

@@ -230,7 +230,7 @@ func (c *Controller) follow(ctx context.Context) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if err := c.confirm(ctx, stream, started); err != nil {
+		if err := c.confirm(ctx, stream, started, interval); err != nil {
 			return err
 		}
 		select {
@@ -243,10 +243,12 @@ func (c *Controller) follow(ctx context.Context) error {
 
 // confirm checks the stream's last sequence against the last applied command. It
 // returns an error only when the follower must be rebuilt: the stream changed, or the
-// follower (started at started) has not caught up within the staleness.
-func (c *Controller) confirm(ctx context.Context, stream jetstream.Stream, started time.Time) error {
+// follower (started at started) has not caught up within the staleness. The check
+// gets one interval: a request lost with a dropped connection is then asked again
+// before the staleness has passed, instead of using it all up waiting.
+func (c *Controller) confirm(ctx context.Context, stream jetstream.Stream, started time.Time, timeout time.Duration) error {
 	asked := c.now() // the state is confirmed as of when the question left
-	pctx, cancel := context.WithTimeout(ctx, c.cfg.Staleness)
+	pctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	info, err := stream.Info(pctx)
 	c.mu.Lock()

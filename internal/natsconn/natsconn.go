@@ -3,8 +3,11 @@
 package natsconn
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -25,7 +28,12 @@ type Options struct {
 	TLSCA   string `help:"CA certificate file to verify the server." env:"FLOWGUARD_NATS_TLS_CA" name:"tls-ca" type:"path"`
 	TLSCert string `help:"Client certificate file (with --tls-key)." env:"FLOWGUARD_NATS_TLS_CERT" name:"tls-cert" type:"path"`
 	TLSKey  string `help:"Client key file (with --tls-cert)." env:"FLOWGUARD_NATS_TLS_KEY" name:"tls-key" type:"path"`
+
+	PingInterval time.Duration `help:"Interval between pings to the server; after two unanswered pings the connection is re-established, so a cut network is noticed within three intervals." default:"10s" env:"FLOWGUARD_NATS_PING_INTERVAL" name:"nats-ping-interval"`
 }
+
+// DefaultPingInterval is the interval between pings when Options gives none.
+const DefaultPingInterval = 10 * time.Second
 
 // Validate checks that the credentials are coherent.
 func (o Options) Validate() error {
@@ -44,16 +52,31 @@ func (o Options) Validate() error {
 	if (o.TLSCert == "") != (o.TLSKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
 	}
+	if o.PingInterval < 0 {
+		return fmt.Errorf("--nats-ping-interval must not be negative, got %s", o.PingInterval)
+	}
 	return nil
 }
 
-// Connect connects as name. The connection reconnects forever; state changes are logged.
-func Connect(o Options, name string, log zerolog.Logger) (*nats.Conn, error) {
+// hasCredentials reports whether any way to authenticate is set.
+func (o Options) hasCredentials() bool {
+	return o.User != "" || o.Token != "" || o.NKeySeed != "" || o.Creds != "" || o.TLSCert != ""
+}
+
+// Connect connects as name, with extra options applied last. The connection
+// reconnects forever; state changes are logged. A failed connection's error says why
+// (no server, refused credentials, untrusted certificate...) and what to change.
+func Connect(o Options, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
+	if o.PingInterval == 0 {
+		o.PingInterval = DefaultPingInterval
+	}
 	opts := []nats.Option{
 		nats.Name(name),
+		nats.PingInterval(o.PingInterval),
+		nats.MaxPingsOutstanding(2),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.ReconnectJitter(100*time.Millisecond, time.Second),
@@ -64,6 +87,10 @@ func Connect(o Options, name string, log zerolog.Logger) (*nats.Conn, error) {
 			log.Info().Str("server", nc.ConnectedUrlRedacted()).Msg("nats reconnected")
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			if errors.Is(err, nats.ErrPermissionViolation) {
+				log.Error().Err(err).Msg("the NATS server refused an operation: this user lacks a permission; give it the permissions of its role (README.md, Roles)")
+				return
+			}
 			ev := log.Warn().Err(err)
 			if sub != nil {
 				ev = ev.Str("subject", sub.Subject)
@@ -91,9 +118,38 @@ func Connect(o Options, name string, log zerolog.Logger) (*nats.Conn, error) {
 	if o.TLSCert != "" {
 		opts = append(opts, nats.ClientCert(o.TLSCert, o.TLSKey))
 	}
-	nc, err := nats.Connect(o.URL, opts...)
+	nc, err := nats.Connect(o.URL, append(opts, extra...)...)
 	if err != nil {
-		return nil, fmt.Errorf("connect to NATS at %s: %w; check the URL and that the server runs, and the credentials if it requires them", o.URL, err)
+		return nil, fmt.Errorf("connect to NATS at %s: %w", o.URL, explain(o, err))
 	}
 	return nc, nil
+}
+
+// explain adds to a connection error what to do about it.
+func explain(o Options, err error) error {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var remote *net.OpError
+	switch {
+	case errors.Is(err, nats.ErrAuthorization) && !o.hasCredentials():
+		return fmt.Errorf("%w: the server requires credentials; give --nats-user and --nats-password, --nats-token, --nats-nkey, --nats-creds or a client certificate (--tls-cert, --tls-key)", err)
+	case errors.Is(err, nats.ErrAuthorization):
+		return fmt.Errorf("%w: the server refused these credentials; check the user and password, token, nkey seed, creds file or client certificate given", err)
+	case errors.Is(err, nats.ErrAuthExpired), errors.Is(err, nats.ErrAuthRevoked), errors.Is(err, nats.ErrAccountAuthExpired):
+		return fmt.Errorf("%w: get a new creds file from the account's operator and give it with --nats-creds", err)
+	case errors.Is(err, nats.ErrSecureConnRequired):
+		return fmt.Errorf("%w: the server requires TLS; give --tls-ca with the CA that signed its certificate (and --tls-cert, --tls-key if it checks clients)", err)
+	case errors.As(err, &unknownCA):
+		return fmt.Errorf("%w: the server's certificate is not signed by a trusted CA; give the CA that signed it with --tls-ca", err)
+	case errors.As(err, &hostname):
+		return fmt.Errorf("%w: the server's certificate does not name the host of the URL; connect with a name the certificate holds", err)
+	case errors.As(err, &remote) && remote.Op == "remote error", // a TLS alert from the server
+		errors.Is(err, nats.ErrTLS): // or the server closed the connection after the handshake
+		return fmt.Errorf("%w: the server refused the TLS connection; it checks client certificates: give --tls-cert and --tls-key with a certificate signed by a CA the server trusts", err)
+	case errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+		return fmt.Errorf("%w: check the paths given to --nats-nkey, --nats-creds, --tls-ca, --tls-cert and --tls-key", err)
+	case errors.Is(err, nats.ErrNoServers):
+		return fmt.Errorf("%w: no server answered; check the URL and that the server runs", err)
+	}
+	return fmt.Errorf("%w; check the URL and that the server runs, and the credentials if it requires them", err)
 }

@@ -10,22 +10,41 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/flowguard/flowguard/internal/embedded"
 )
 
 // Server is an embedded JetStream server owned by a test.
 type Server struct {
 	*server.Server
-	dir  string
-	port int
+	opts server.Options
 }
 
 // Start starts a server on a random port with its store in a temporary directory;
 // it is shut down when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	s := &Server{dir: t.TempDir(), port: -1}
+	return StartWith(t, &server.Options{})
+}
+
+// StartWith is Start with more server options: credentials, TLS, sync_interval
+// always. Unset, the host is 127.0.0.1, the port random and the store a temporary
+// directory; JetStream is on.
+func StartWith(t testing.TB, opts *server.Options) *Server {
+	t.Helper()
+	s := &Server{opts: *opts}
+	if s.opts.ServerName == "" {
+		s.opts.ServerName = "flowguard-test" // the same across restarts
+	}
+	if s.opts.Host == "" {
+		s.opts.Host = "127.0.0.1"
+	}
+	if s.opts.Port == 0 {
+		s.opts.Port = -1
+	}
+	if s.opts.StoreDir == "" {
+		s.opts.StoreDir = t.TempDir()
+	}
+	s.opts.JetStream, s.opts.NoSigs = true, true
+	s.opts.NoLog = true
 	s.start(t)
 	t.Cleanup(s.Shutdown)
 	return s
@@ -33,12 +52,18 @@ func Start(t testing.TB) *Server {
 
 func (s *Server) start(t testing.TB) {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Options{Host: "127.0.0.1", Port: s.port, StoreDir: s.dir})
+	opts := s.opts // the server keeps and changes its options
+	srv, err := server.NewServer(&opts)
 	if err != nil {
 		t.Fatalf("start nats-server: %v", err)
 	}
+	go srv.Start()
+	if !srv.ReadyForConnections(15 * time.Second) {
+		srv.Shutdown()
+		t.Fatal("nats-server not ready for connections within 15s")
+	}
 	s.Server = srv
-	s.port = srv.Addr().(*net.TCPAddr).Port
+	s.opts.Port = srv.Addr().(*net.TCPAddr).Port
 }
 
 // URL is the client URL of the server.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowguard/flowguard/internal/contract"
@@ -184,7 +185,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 		return nil
 	}
 	if !errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
-		return fmt.Errorf("create stream %s: %w%s", want.Name, err, placementHint(err, want.Replicas))
+		return fmt.Errorf("create stream %s: %w%s", want.Name, err, hint(err, want.Replicas))
 	}
 	s, err := js.Stream(ctx, want.Name)
 	if err != nil {
@@ -218,7 +219,7 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.Ke
 		return kv, nil
 	}
 	if !errors.Is(err, jetstream.ErrBucketExists) {
-		return nil, fmt.Errorf("create bucket %s: %w%s", want.Bucket, err, placementHint(err, want.Replicas))
+		return nil, fmt.Errorf("create bucket %s: %w%s", want.Bucket, err, hint(err, want.Replicas))
 	}
 	kv, err = js.KeyValue(ctx, want.Bucket)
 	if err != nil {
@@ -247,8 +248,11 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.Ke
 		ErrConflict, want.Bucket, strings.Join(diffs, "; "), want.Bucket)
 }
 
-// placementHint explains the usual cause of a failed create in a cluster.
-func placementHint(err error, replicas int) string {
+// hint explains the usual causes of a failed create in a cluster.
+func hint(err error, replicas int) string {
+	if Unavailable(err) {
+		return " (JetStream did not answer: in a cluster, a majority of the servers must be up and have elected a leader; check that they run and see each other)"
+	}
 	var apiErr *jetstream.APIError
 	if !errors.As(err, &apiErr) {
 		return ""
@@ -260,9 +264,20 @@ func placementHint(err error, replicas int) string {
 	return ""
 }
 
-// JetStream API error codes of a failed placement (nats-server's jetstream_errors).
+// Unavailable reports whether err means that JetStream did not answer or is not
+// ready yet, as while a cluster forms or elects a leader: worth trying again.
+func Unavailable(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == errCodeClusterNotAvailable
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+}
+
+// JetStream API error codes (nats-server's jetstream_errors).
 const (
 	errCodeNoSuitablePeers       jetstream.ErrorCode = 10005
+	errCodeClusterNotAvailable   jetstream.ErrorCode = 10008
 	errCodeInsufficientResources jetstream.ErrorCode = 10023
 	errCodeReplicasNotSupported  jetstream.ErrorCode = 10074
 )
@@ -283,7 +298,7 @@ func CreateEmergency(ctx context.Context, js jetstream.JetStream, c Config) erro
 		return fmt.Errorf("stream %s exists; nothing to initialise", contract.StreamEmergency)
 	}
 	if _, err := js.CreateStream(ctx, emergencyStream(c)); err != nil {
-		return fmt.Errorf("create stream %s: %w%s", contract.StreamEmergency, err, placementHint(err, c.Replicas))
+		return fmt.Errorf("create stream %s: %w%s", contract.StreamEmergency, err, hint(err, c.Replicas))
 	}
 	return nil
 }

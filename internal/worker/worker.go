@@ -206,7 +206,15 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	if err != nil {
 		return nil, err
 	}
-	buckets, err := provision.Ensure(ctx, js, w.cfg.Provision)
+	// A cluster that is forming, or electing a leader, does not answer yet.
+	var buckets *provision.Buckets
+	err = resilience.RetryIO(ctx, func(err error) bool { return !provision.Unavailable(err) }, func(ctx context.Context) error {
+		var err error
+		if buckets, err = provision.Ensure(ctx, js, w.cfg.Provision); provision.Unavailable(err) {
+			w.log.Warn().Err(err).Msg("JetStream not available yet, retrying")
+		}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("provision streams and buckets: %w", err)
 	}
