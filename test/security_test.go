@@ -54,3 +54,20 @@ func (h *harness) submitWith(c *client.Client, req *contract.Request) string {
 	}
 	return id
 }
+
+func TestWorkerCanRefuseInlineWorkflows(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", func(c *worker.Config) { c.RefuseInlineWorkflows = true })
+	h.deploy(quickWorkflow)
+
+	id := h.submit(&contract.Request{WorkflowID: "quick", Workflow: []byte(quickWorkflow)})
+	st := h.waitStatus("quick", id, 10*time.Second)
+	if st.Error == nil || st.Error.Kind != contract.KindInvalidRequest || !strings.Contains(st.Error.Message, "inline workflow definitions are disabled on this worker") {
+		t.Errorf("inline request: %s %+v, want rejected as invalid_request", st.Status, st.Error)
+	}
+	h.waitEvent("quick", id, contract.ExecutionRejected, "", time.Second)
+	id = h.submit(&contract.Request{WorkflowID: "quick"})
+	if st := h.waitStatus("quick", id, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Errorf("deployed workflow: %s %+v", st.Status, st.Error)
+	}
+}

@@ -65,6 +65,7 @@ type cli struct {
 	BreakerOpenTime  time.Duration `help:"How long an open breaker fails calls at once before it lets a probe through (default: the profile's)." env:"FLOWGUARD_BREAKER_OPEN_TIME"`
 	BreakerScope     string        `help:"local: each worker's breakers are its own; cluster: a breaker that opens on one worker fails fast on every worker." default:"local" enum:"local,cluster" env:"FLOWGUARD_BREAKER_SCOPE"`
 	SecretEnv        []string      `help:"Environment variables that workflows may read with env:NAME placeholders, comma separated; their values are redacted everywhere." env:"FLOWGUARD_SECRET_ENV"`
+	InlineWorkflows  bool          `help:"Run workflow definitions sent inline in requests; they run with the worker's NATS rights and network reach. With --inline-workflows=false, only deployed workflows run." default:"true" negatable:"" env:"FLOWGUARD_INLINE_WORKFLOWS"`
 
 	Log logging.Options `embed:""`
 }
@@ -94,7 +95,7 @@ func run(c cli) error {
 	w, err := worker.New(worker.Config{
 		NATS: c.NATS, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
 		WorkerID: c.WorkerID, Prefix: c.Prefix,
-		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes,
+		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes, RefuseInlineWorkflows: !c.InlineWorkflows,
 		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,
 		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone,
 		Consumer: consumer.Config{

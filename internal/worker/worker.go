@@ -166,7 +166,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		Str("profile", w.cfg.Resilience.Profile).Dur("node_timeout", rs.Timeout).Int("retry_attempts", rs.Retry.MaxAttempts).
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
 		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
-		Strs("secret_env", w.secrets.Names()).Msg("worker started")
+		Strs("secret_env", w.secrets.Names()).Bool("inline_workflows", !w.cfg.RefuseInlineWorkflows).Msg("worker started")
 	err = w.consumer.Run(ctx)
 	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
 		w.log.Warn().Err(derr).Msg("drain connection")
