@@ -227,7 +227,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 		WorkerID: w.cfg.WorkerID, Scope: w.cfg.Resilience.BreakerScope, Subjects: w.subjects, OpenTime: settings.Breaker.OpenTime,
 	}, w.log)
 	chain, err := resilience.New(resilience.Options{
-		Settings: settings, Transient: nodes.IsTransient, RetryAfter: nodes.RetryAfterOf,
+		Settings: settings, Transient: nodes.IsTransient, RetryAfter: nodes.RetryAfterOf, Unrepeatable: nodes.IsUnrepeatable,
 		OnStateChange: func(c resilience.StateChange) {
 			w.breakers.Notify(c)
 			w.metrics.BreakerState(c.Provider, breakerLevel[c.To])
