@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -18,7 +19,8 @@ import (
 // ErrRiskLimit is matched by the error of an order refused by a risk limit.
 var ErrRiskLimit = errors.New("risk limit breached")
 
-// Breach is a risk limit exceeded by a bot's metrics.
+// Breach is a risk limit exceeded by a bot's metrics, or one that cannot be
+// checked: limits fail closed.
 type Breach struct {
 	Scope string
 	Limit contract.RiskLimit
@@ -26,16 +28,26 @@ type Breach struct {
 	Value float64
 	// Detail names what was measured, such as the symbol of a position.
 	Detail string
+	// Err, when set, says why the limit could not be checked (an expression that
+	// fails); it counts as breached.
+	Err error
 }
 
-// Reason says which limit, for which bot, the value and the threshold.
+// Reason says which limit, for which bot, the value and the threshold, or why the
+// limit could not be checked.
 func (b *Breach) Reason() string {
 	what := b.Limit.Type
 	if b.Detail != "" {
 		what += " " + b.Detail
 	}
 	if b.Limit.Type == contract.LimitCustom {
-		return fmt.Sprintf("risk limit %s (custom: %s) of %s breached by bot %s", b.Limit.ID, b.Limit.Expression, b.Scope, b.BotID)
+		what = "custom: " + b.Limit.Expression
+	}
+	switch {
+	case b.Err != nil:
+		return fmt.Sprintf("risk limit %s (%s) of %s cannot be checked for bot %s: %v", b.Limit.ID, what, b.Scope, b.BotID, b.Err)
+	case b.Limit.Type == contract.LimitCustom:
+		return fmt.Sprintf("risk limit %s (%s) of %s breached by bot %s", b.Limit.ID, what, b.Scope, b.BotID)
 	}
 	return fmt.Sprintf("risk limit %s (%s) of %s breached by bot %s: value %s exceeds threshold %s",
 		b.Limit.ID, what, b.Scope, b.BotID, num(b.Value), num(b.Limit.Threshold))
@@ -94,14 +106,15 @@ type compiledLimit struct {
 	program *vm.Program
 }
 
-// metricsEnv is what custom limit expressions see.
+// metricsEnv is what custom limit expressions see. A custom metric the bot never
+// reported is null (not 0), so that comparing it fails and the limit fails closed.
 type metricsEnv struct {
 	DailyPnL    float64                      `expr:"daily_pnl"`
 	Equity      float64                      `expr:"equity"`
 	PeakEquity  float64                      `expr:"peak_equity"`
 	DrawdownPct float64                      `expr:"drawdown_pct"`
 	Positions   map[string]contract.Position `expr:"positions"`
-	Custom      map[string]float64           `expr:"custom"`
+	Custom      map[string]any               `expr:"custom"`
 }
 
 // CompileLimits checks limits and prepares them; errors name the limit.
@@ -184,8 +197,18 @@ func (l *compiledLimit) check(scope string, m *contract.RiskMetrics, day string)
 		}
 	case contract.LimitCustom:
 		env := metricsEnv{DailyPnL: dailyPnL(m, day), Equity: m.Equity, PeakEquity: m.PeakEquity,
-			DrawdownPct: drawdownPct(m), Positions: m.Positions, Custom: m.Custom}
-		if v, err := expr.Run(l.program, env); err == nil && v == true {
+			DrawdownPct: drawdownPct(m), Positions: m.Positions, Custom: make(map[string]any, len(m.Custom))}
+		for k, v := range m.Custom {
+			env.Custom[k] = v
+		}
+		v, err := expr.Run(l.program, env)
+		if err != nil {
+			b := breach(1, "")
+			msg, _, _ := strings.Cut(err.Error(), "\n") // the rest points at the expression
+			b.Err = fmt.Errorf("%s; counted as breached (limits fail closed): report every metric it uses (one never reported is null), or give it a default, as in (custom.x ?? 0) > 10", msg)
+			return b
+		}
+		if v == true {
 			return breach(1, "")
 		}
 	}

@@ -39,7 +39,7 @@ func TestLimitsBreachWhenTheValueExceedsTheThreshold(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	base := contract.RiskMetrics{BotID: "b1", TradingDay: "2026-11-28"}
+	base := contract.RiskMetrics{BotID: "b1", TradingDay: "2026-11-28", Custom: map[string]float64{"open_orders": 0}}
 	cases := []struct {
 		name   string
 		m      func(m *contract.RiskMetrics)
@@ -75,6 +75,31 @@ func TestLimitsBreachWhenTheValueExceedsTheThreshold(t *testing.T) {
 				t.Fatalf("breach = %+v, want %s with value %v", got, tc.breach, tc.value)
 			}
 		})
+	}
+}
+
+// A custom limit whose expression fails (a metric never reported) fails closed.
+func TestCustomLimitThatCannotBeEvaluatedIsBreached(t *testing.T) {
+	limits, err := CompileLimits([]contract.RiskLimit{{ID: "var", Type: contract.LimitCustom, Expression: "custom.var_95 > 5000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &contract.RiskMetrics{BotID: "b1", Custom: map[string]float64{"open_orders": 3}}
+	b := limits[0].check("global", m, "2026-11-28")
+	if b == nil {
+		t.Fatal("no breach: a limit that cannot be evaluated must count as breached")
+	}
+	for _, want := range []string{"var", "custom.var_95 > 5000", "cannot be checked", "b1", "<nil> > int", "counted as breached"} {
+		if !strings.Contains(b.Reason(), want) {
+			t.Errorf("reason %q lacks %q", b.Reason(), want)
+		}
+	}
+	if strings.Contains(b.Reason(), "\n") {
+		t.Errorf("reason spans lines: %q", b.Reason())
+	}
+	m.Custom["var_95"] = 4000
+	if b := limits[0].check("global", m, "2026-11-28"); b != nil {
+		t.Errorf("breach once the metric is reported below the threshold: %s", b.Reason())
 	}
 }
 

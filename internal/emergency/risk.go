@@ -202,6 +202,7 @@ func (r *Risk) evaluate(ctx context.Context, bot string) {
 	}
 	r.mu.Unlock()
 	for i, b := range breaches {
+		r.logUncheckable(b)
 		if !b.Limit.AutoHalt {
 			r.log.Warn().Str("bot_id", bot).Str("limit", b.Limit.ID).Str("reason", b.Reason()).Msg("risk limit breached; orders will be refused")
 			continue
@@ -209,6 +210,15 @@ func (r *Risk) evaluate(ctx context.Context, bot string) {
 		if err := r.halt(ctx, b, ids[i]); err != nil {
 			r.log.Error().Err(err).Str("limit", b.Limit.ID).Msg("publish risk halt failed")
 		}
+	}
+}
+
+// logUncheckable logs a limit that could not be checked: its expression needs a fix,
+// or a bot a metric, before trading resumes.
+func (r *Risk) logUncheckable(b *Breach) {
+	if b.Err != nil {
+		r.log.Error().Err(b.Err).Str("bot_id", b.BotID).Str("scope", b.Scope).Str("limit", b.Limit.ID).
+			Str("expression", b.Limit.Expression).Msg("risk limit cannot be checked; counted as breached")
 	}
 }
 
@@ -260,6 +270,7 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	if breach == nil {
 		return nil
 	}
+	r.logUncheckable(breach)
 	if !breach.Limit.AutoHalt {
 		return &RiskError{Breach: breach}
 	}
