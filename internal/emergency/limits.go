@@ -215,6 +215,17 @@ func (l *compiledLimit) check(scope string, m *contract.RiskMetrics, day string)
 	return nil
 }
 
+// unpriced returns the refusal of an order that l cannot check: l is a notional
+// position limit covering the order's symbol and the order has no price. It is
+// not a breach (nothing to halt), but the order must not go unchecked.
+func (l *compiledLimit) unpriced(scope string, o *contract.OrderIntent) *Breach {
+	if l.Type != contract.LimitPositionSize || l.Basis != "notional" || l.Symbol != "" && l.Symbol != o.Symbol || o.Price() != 0 {
+		return nil
+	}
+	return &Breach{Scope: scope, Limit: l.RiskLimit, BotID: o.BotID, Detail: o.Symbol,
+		Err: errors.New("the order has no price, so its notional cannot be valued: set the order node's reference_price (the expected fill price of a market order) or limit_price")}
+}
+
 func dailyPnL(m *contract.RiskMetrics, day string) float64 {
 	if m.TradingDay != day {
 		return 0 // the day has reset since

@@ -241,7 +241,9 @@ func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
 
 // CheckOrder evaluates the limits covering an order's bot with the order included.
 // Reduce-only orders are exempt: they lower exposure. A breach returns a
-// *RiskError, after halting the limit's scope when the limit has auto_halt.
+// *RiskError, after halting the limit's scope when the limit has auto_halt. An
+// order without a price under a notional position limit is refused with a
+// *RiskError too, without a halt: it cannot be valued.
 func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	if o.ReduceOnly {
 		return nil
@@ -255,20 +257,25 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	after.StrategyID = o.StrategyID
 	day := r.cfg.Day.Of(r.now())
 	scopes, limits, _ := r.applicable(after)
-	var breach *Breach
-	for i, scope := range scopes {
-		for j := range limits[i] {
-			if breach = limits[i][j].check(scope, after, day); breach != nil {
-				break
+	breach, unpriced := func() (*Breach, bool) {
+		for i, scope := range scopes {
+			for j := range limits[i] {
+				if b := limits[i][j].unpriced(scope, o); b != nil {
+					return b, true
+				}
+				if b := limits[i][j].check(scope, after, day); b != nil {
+					return b, false
+				}
 			}
 		}
-		if breach != nil {
-			break
-		}
-	}
+		return nil, false
+	}()
 	r.mu.Unlock()
-	if breach == nil {
+	switch {
+	case breach == nil:
 		return nil
+	case unpriced:
+		return &RiskError{Breach: breach}
 	}
 	r.logUncheckable(breach)
 	if !breach.Limit.AutoHalt {
