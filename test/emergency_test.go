@@ -371,3 +371,67 @@ func TestReplayedOrderNodeOrdersOnce(t *testing.T) {
 		t.Fatalf("%d order intents for one order node, want 1", len(orders))
 	}
 }
+
+// A risk_update node replayed after a crash adds its PnL once: each update carries
+// the id <execution_id>.<node_id>, and the metrics remember the last ones applied.
+func TestReplayedRiskUpdateAddsItsPnLOnce(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(`{"id": "book", "nodes": [
+	  {"id": "fill", "type": "risk_update", "config": {"pnl": "inputs.pnl"}}]}`)
+	req := contract.Request{WorkflowID: "book", BotID: "b1", RequestID: "fill-1", Inputs: map[string]any{"pnl": -100}}
+	id := h.submit(&req)
+	if st := h.waitStatus("book", id, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("first run: %s %+v", st.Status, st.Error)
+	}
+	// Crash before the node's checkpoint: the node runs again on redelivery.
+	store := h.store()
+	st, rev, err := store.Status(h.ctx, "book", id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Status, st.FinishedAt, st.TerminalEvent = contract.StatusRunning, nil, nil
+	if _, err := store.PutStatus(h.ctx, st, rev); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.stateKV().Purge(h.ctx, contract.CheckpointKey("book", id, "fill")); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(req)
+	h.publishRaw("flow.exec.book", data, nil)
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if n := len(nodeCompletions(h.events("book", id), "fill")); n != 2 {
+			return fmt.Errorf("fill completed %d times, want 2", n)
+		}
+		return nil
+	})
+	risk, err := h.client.Risk(h.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := risk.Metrics["b1"]; m == nil || m.DailyPnL != -100 {
+		t.Fatalf("metrics %+v, want a daily PnL of -100 after the replay", m)
+	}
+
+	// The publisher's reports are deduplicated when they carry an id, only then.
+	loss := -50.0
+	for range 2 {
+		if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{ID: "report-1", PnL: &loss}, emergency.TradingDay{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, emergency.TradingDay{})
+	if err != nil || m.DailyPnL != -200 {
+		t.Fatalf("metrics %+v, %v; want a daily PnL of -200", m, err)
+	}
+}
+
+func nodeCompletions(evs []contract.Event, nodeID string) []contract.Event {
+	var out []contract.Event
+	for _, ev := range evs {
+		if ev.Type == contract.NodeCompleted && ev.NodeID == nodeID {
+			out = append(out, ev)
+		}
+	}
+	return out
+}

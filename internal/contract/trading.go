@@ -86,10 +86,17 @@ type RiskMetrics struct {
 	Positions  map[string]Position `json:"positions,omitempty"`
 	Custom     map[string]float64  `json:"custom,omitempty"`
 	UpdatedAt  time.Time           `json:"updated_at"`
+	// AppliedUpdates are the ids of the last updates applied, oldest first (a
+	// bounded number), so that an update replayed after a crash is applied once.
+	AppliedUpdates []string `json:"applied_updates,omitempty"`
 }
 
 // RiskUpdate changes a bot's metrics: PnL is added to the day's PnL, the others are set.
 type RiskUpdate struct {
+	// ID identifies the update: one whose id is among the metrics' AppliedUpdates is
+	// skipped. A risk_update node's is <execution_id>.<node_id>; empty means the
+	// update is not deduplicated.
+	ID         string              `json:"id,omitempty"`
 	StrategyID string              `json:"strategy_id,omitempty"`
 	PnL        *float64            `json:"pnl,omitempty"`
 	Equity     *float64            `json:"equity,omitempty"`

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"strings"
 	"time"
 
@@ -240,8 +241,16 @@ func drawdownPct(m *contract.RiskMetrics) float64 {
 	return (m.PeakEquity - m.Equity) / m.PeakEquity * 100
 }
 
-// ApplyUpdate returns m changed by u at time now on trading day day.
-func ApplyUpdate(m *contract.RiskMetrics, u contract.RiskUpdate, day string, now time.Time) *contract.RiskMetrics {
+// appliedUpdatesKept bounds the ids of applied updates kept in a bot's metrics: an
+// update is deduplicated while it is among the last ones applied.
+const appliedUpdatesKept = 256
+
+// ApplyUpdate returns m changed by u at time now on trading day day, and true; or
+// m unchanged and false when u's id is among the updates already applied.
+func ApplyUpdate(m *contract.RiskMetrics, u contract.RiskUpdate, day string, now time.Time) (*contract.RiskMetrics, bool) {
+	if u.ID != "" && slices.Contains(m.AppliedUpdates, u.ID) {
+		return m, false
+	}
 	next := *m
 	if next.TradingDay != day {
 		next.TradingDay, next.DailyPnL = day, 0
@@ -266,8 +275,12 @@ func ApplyUpdate(m *contract.RiskMetrics, u contract.RiskUpdate, day string, now
 		maps.Copy(next.Custom, m.Custom)
 		maps.Copy(next.Custom, u.Custom)
 	}
+	if u.ID != "" {
+		ids := append(slices.Clip(m.AppliedUpdates), u.ID)
+		next.AppliedUpdates = ids[max(len(ids)-appliedUpdatesKept, 0):]
+	}
 	next.UpdatedAt = now.UTC()
-	return &next
+	return &next, true
 }
 
 // withOrder returns m as it would be once o is filled.

@@ -1,6 +1,7 @@
 package emergency
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -130,11 +131,36 @@ func TestApplyUpdateResetsTheDayAndTracksThePeak(t *testing.T) {
 	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
 	pnl, eq := -100.0, 900.0
 	m := &contract.RiskMetrics{BotID: "b1", TradingDay: "2026-11-27", DailyPnL: -5000, PeakEquity: 1000, Positions: map[string]contract.Position{"BTC": {Quantity: 1}}}
-	next := ApplyUpdate(m, contract.RiskUpdate{PnL: &pnl, Equity: &eq, Positions: map[string]contract.Position{"ETH": {Quantity: 2}}}, "2026-11-28", now)
+	next, _ := ApplyUpdate(m, contract.RiskUpdate{PnL: &pnl, Equity: &eq, Positions: map[string]contract.Position{"ETH": {Quantity: 2}}}, "2026-11-28", now)
 	if next.TradingDay != "2026-11-28" || next.DailyPnL != -100 || next.PeakEquity != 1000 || next.Equity != 900 {
 		t.Errorf("next = %+v", next)
 	}
 	if len(next.Positions) != 2 || len(m.Positions) != 1 {
 		t.Errorf("positions: next %v, the original changed to %v", next.Positions, m.Positions)
+	}
+}
+
+func TestApplyUpdateSkipsAnUpdateAlreadyApplied(t *testing.T) {
+	now := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+	pnl := -100.0
+	m := &contract.RiskMetrics{BotID: "b1"}
+	for i := range appliedUpdatesKept + 1 {
+		var applied bool
+		if m, applied = ApplyUpdate(m, contract.RiskUpdate{ID: fmt.Sprintf("x%d.n", i), PnL: &pnl}, "2026-11-28", now); !applied {
+			t.Fatalf("update %d skipped", i)
+		}
+	}
+	if len(m.AppliedUpdates) != appliedUpdatesKept || m.AppliedUpdates[0] != "x1.n" {
+		t.Fatalf("%d ids kept from %s, want the last %d", len(m.AppliedUpdates), m.AppliedUpdates[0], appliedUpdatesKept)
+	}
+	replayed, applied := ApplyUpdate(m, contract.RiskUpdate{ID: "x5.n", PnL: &pnl}, "2026-11-28", now)
+	if applied || replayed.DailyPnL != m.DailyPnL {
+		t.Errorf("a replayed update was applied: daily PnL %v, before %v", replayed.DailyPnL, m.DailyPnL)
+	}
+	// Without an id, an update is never skipped; and the input is not changed.
+	before := len(m.AppliedUpdates)
+	next, applied := ApplyUpdate(m, contract.RiskUpdate{PnL: &pnl}, "2026-11-28", now)
+	if !applied || next.DailyPnL != m.DailyPnL-100 || len(m.AppliedUpdates) != before {
+		t.Errorf("update without id: applied %v, daily PnL %v", applied, next.DailyPnL)
 	}
 }

@@ -288,13 +288,15 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 }
 
 // UpdateMetrics applies an update to a bot's metrics with compare-and-set, retrying
-// on concurrent writers, and returns the new metrics.
+// on concurrent writers, and returns the new metrics; an update already applied (by
+// its id) is skipped and the current metrics returned.
 func (r *Risk) UpdateMetrics(ctx context.Context, botID string, u contract.RiskUpdate) (*contract.RiskMetrics, error) {
 	return UpdateMetrics(ctx, r.kv, botID, u, r.cfg.Day, r.now())
 }
 
 // UpdateMetrics applies an update to a bot's metrics in the flow_risk bucket with
-// compare-and-set, retrying on concurrent writers.
+// compare-and-set, retrying on concurrent writers. An update whose id is among the
+// last ones applied is skipped: the current metrics are returned.
 func UpdateMetrics(ctx context.Context, kv jetstream.KeyValue, botID string, u contract.RiskUpdate, day TradingDay, now time.Time) (*contract.RiskMetrics, error) {
 	key := contract.RiskMetricsKey(botID)
 	for range 20 {
@@ -311,8 +313,11 @@ func UpdateMetrics(ctx context.Context, kv jetstream.KeyValue, botID string, u c
 			}
 			rev = e.Revision()
 		}
-		next := ApplyUpdate(current, u, day.Of(now), now)
+		next, applied := ApplyUpdate(current, u, day.Of(now), now)
 		next.BotID = botID
+		if !applied {
+			return next, nil
+		}
 		data, err := json.Marshal(next)
 		if err != nil {
 			return nil, err
