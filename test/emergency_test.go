@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
@@ -434,4 +435,29 @@ func nodeCompletions(evs []contract.Event, nodeID string) []contract.Event {
 		}
 	}
 	return out
+}
+
+// Risk limits of a workflow scope would never be checked: the publisher refuses
+// them, and a worker ignores them in KV, saying so.
+func TestRiskLimitsOfAWorkflowScopeAreRefused(t *testing.T) {
+	h := newHarness(t)
+	logs := &lockedBuffer{}
+	h.startWorkerLogging("w1", nil, zerolog.New(logs))
+	err := h.client.SetLimit(h.ctx, "workflow.trade", contract.RiskLimit{ID: "size", Type: contract.LimitPositionSize, Threshold: 1})
+	if err == nil || !strings.Contains(err.Error(), "bot.<id> or strategy.<id>") {
+		t.Errorf("SetLimit of workflow.trade: %v", err)
+	}
+	kv, err := h.js.KeyValue(h.ctx, contract.BucketRisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(h.ctx, contract.RiskLimitsKey("workflow.trade"), []byte(`{"limits": [{"id": "size", "type": "position_size", "threshold": 1}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if out := logs.String(); !strings.Contains(out, `"level":"error"`) || !strings.Contains(out, "limits.workflow.trade") || !strings.Contains(out, "would never be checked") {
+			return fmt.Errorf("no error logged about limits.workflow.trade: %s", out)
+		}
+		return nil
+	})
 }

@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/logging"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
@@ -130,7 +130,7 @@ func run(c cli) error {
 	return w.Run(ctx)
 }
 
-// readRiskLimits reads a file of risk limits by scope.
+// readRiskLimits reads and checks a file of risk limits by scope.
 func readRiskLimits(path string) (map[string][]contract.RiskLimit, error) {
 	if path == "" {
 		return nil, nil
@@ -139,8 +139,8 @@ func readRiskLimits(path string) (map[string][]contract.RiskLimit, error) {
 	if err != nil {
 		return nil, err
 	}
-	var limits map[string][]contract.RiskLimit
-	if err := json.Unmarshal(data, &limits); err != nil {
+	limits, err := emergency.ParseLimitsByScope(data)
+	if err != nil {
 		return nil, fmt.Errorf("risk limits %s: %w; expected {\"global\": [{\"id\": \"max-loss\", \"type\": \"daily_loss\", \"threshold\": 1000, \"auto_halt\": true}]}", path, err)
 	}
 	return limits, nil

@@ -157,6 +157,47 @@ func CompileLimits(limits []contract.RiskLimit) ([]compiledLimit, error) {
 	return out, nil
 }
 
+// CheckLimitScope validates the scope of risk limits: global, bot.<id> or
+// strategy.<id>. Metrics are kept per bot, with its strategy, so the limits of a
+// workflow.<id> scope could never be checked.
+func CheckLimitScope(scope string) error {
+	kind, _, _ := strings.Cut(scope, ".")
+	if CheckScope(scope) != nil || kind == ScopeWorkflow {
+		return fmt.Errorf("%w %q for risk limits: use global, bot.<id> or strategy.<id> (metrics are kept per bot and its strategy, so limits of a workflow.<id> scope would never be checked)", ErrInvalidScope, scope)
+	}
+	return nil
+}
+
+// ParseLimitsByScope reads risk limits by scope, the shape of the worker's
+// --risk-limits file: {"global": [limit, ...], "bot.b1": [...]}. Each scope and
+// its list are checked (against the risk-limits schema, so that a misspelt field
+// is an error) and compiled; errors name the scope.
+func ParseLimitsByScope(data []byte) (map[string][]contract.RiskLimit, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]contract.RiskLimit, len(raw))
+	for _, scope := range slices.Sorted(maps.Keys(raw)) {
+		if err := CheckLimitScope(scope); err != nil {
+			return nil, err
+		}
+		doc, err := json.Marshal(map[string]json.RawMessage{"limits": raw[scope]})
+		if err == nil {
+			_, err = ParseLimits(doc)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("scope %s: %w", scope, err)
+		}
+		var limits []contract.RiskLimit
+		if err := json.Unmarshal(raw[scope], &limits); err != nil {
+			return nil, fmt.Errorf("scope %s: %w", scope, err)
+		}
+		out[scope] = limits
+	}
+	return out, nil
+}
+
 // ParseLimits checks a limits document against its schema and compiles it.
 func ParseLimits(data []byte) ([]compiledLimit, error) {
 	if err := schemas.ValidateJSON(schemas.RiskLimits, data); err != nil {

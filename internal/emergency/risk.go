@@ -64,7 +64,7 @@ func NewRisk(kv jetstream.KeyValue, ctrl *Controller, pub HaltPublisher, cfg Ris
 	r := &Risk{kv: kv, ctrl: ctrl, pub: pub, cfg: cfg, log: log, now: time.Now,
 		base: map[string][]compiledLimit{}, limits: map[string]scopeLimits{}, metrics: map[string]metricsEntry{}}
 	for scope, ls := range cfg.Limits {
-		if err := CheckScope(scope); err != nil {
+		if err := CheckLimitScope(scope); err != nil {
 			return nil, fmt.Errorf("risk limits: %w", err)
 		}
 		compiled, err := CompileLimits(ls)
@@ -121,8 +121,8 @@ func (r *Risk) applyEntry(ctx context.Context, e jetstream.KeyValueEntry) {
 	deleted := e.Operation() != jetstream.KeyValuePut
 	switch kind {
 	case "limits":
-		if err := CheckScope(name); err != nil {
-			r.log.Error().Err(err).Str("key", e.Key()).Msg("risk limits for an unknown scope ignored")
+		if err := CheckLimitScope(name); err != nil {
+			r.log.Error().Err(err).Str("key", e.Key()).Msg("risk limits of a scope they cannot apply to ignored")
 			return
 		}
 		r.mu.Lock()

@@ -48,3 +48,40 @@ func TestOrderWithoutPriceIsRefusedUnderANotionalLimit(t *testing.T) {
 		}
 	}
 }
+
+// Limits are checked against each bot's metrics, which name its strategy but no
+// workflow: limits of a workflow scope would never apply, so they are refused.
+func TestRiskLimitsOfAWorkflowScopeAreRefused(t *testing.T) {
+	for scope, ok := range map[string]bool{"global": true, "bot.b1": true, "strategy.s1": true, "workflow.trade": false, "desk": false} {
+		if err := CheckLimitScope(scope); (err == nil) != ok || err != nil && !strings.Contains(err.Error(), "bot.<id> or strategy.<id>") {
+			t.Errorf("CheckLimitScope(%s) = %v", scope, err)
+		}
+	}
+	_, err := NewRisk(nil, nil, nil, RiskConfig{Limits: map[string][]contract.RiskLimit{
+		"workflow.trade": {{ID: "loss", Type: contract.LimitDailyLoss, Threshold: 100}},
+	}}, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), "workflow.trade") {
+		t.Errorf("limits of workflow.trade configured: %v", err)
+	}
+}
+
+// The worker's --risk-limits file is checked like the limits in KV, scope by scope.
+func TestParseLimitsByScope(t *testing.T) {
+	limits, err := ParseLimitsByScope([]byte(`{"global": [{"id": "loss", "type": "daily_loss", "threshold": 1000, "auto_halt": true}],
+		"bot.b1": [{"id": "btc", "type": "position_size", "symbol": "BTCUSDT", "threshold": 2}]}`))
+	if err != nil || len(limits) != 2 || !limits["global"][0].AutoHalt || limits["bot.b1"][0].Symbol != "BTCUSDT" {
+		t.Fatalf("limits %+v, err %v", limits, err)
+	}
+	for _, tc := range []struct{ file, want string }{
+		{`{"bot.b1": [{"id": "loss", "type": "daily_loss", "threshold": 1000, "autohalt": true}]}`, "scope bot.b1: risk limits does not match"},
+		{`{"global": [{"id": "loss", "type": "daily_los", "threshold": 1000}]}`, "scope global"},
+		{`{"global": [{"id": "loss", "type": "daily_loss", "threshold": 1000}, {"id": "loss", "type": "drawdown_pct", "threshold": 10}]}`, "duplicate"},
+		{`{"global": {"id": "loss"}}`, "scope global"},
+		{`{"workflow.trade": []}`, "workflow.<id> scope"},
+		{`[{"id": "loss"}]`, "cannot unmarshal"},
+	} {
+		if _, err := ParseLimitsByScope([]byte(tc.file)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", tc.file, err, tc.want)
+		}
+	}
+}
