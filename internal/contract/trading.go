@@ -67,10 +67,11 @@ type RiskLimits struct {
 	Limits []RiskLimit `json:"limits"`
 }
 
-// Position is a bot's position in one symbol.
+// Position is a bot's position in one symbol. Custom limit expressions read its
+// fields by their JSON names (positions.BTCUSDT.quantity).
 type Position struct {
-	Quantity float64 `json:"quantity"`
-	Notional float64 `json:"notional,omitempty"`
+	Quantity float64 `json:"quantity" expr:"quantity"`
+	Notional float64 `json:"notional,omitempty" expr:"notional"`
 }
 
 // RiskMetrics is the document at flow_risk metrics.<bot_id>.

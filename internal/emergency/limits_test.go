@@ -104,6 +104,24 @@ func TestCustomLimitThatCannotBeEvaluatedIsBreached(t *testing.T) {
 	}
 }
 
+// Custom expressions use the field names of the metrics schema.
+func TestCustomLimitsReadPositionsByTheirSchemaNames(t *testing.T) {
+	limits, err := CompileLimits([]contract.RiskLimit{{ID: "btc", Type: contract.LimitCustom,
+		Expression: "positions.BTCUSDT.quantity > 1 || positions.BTCUSDT.notional > 100000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		p      contract.Position
+		breach bool
+	}{{contract.Position{Quantity: 0.5, Notional: 32500}, false}, {contract.Position{Quantity: 2}, true}, {contract.Position{Quantity: 1, Notional: 150000}, true}} {
+		m := &contract.RiskMetrics{BotID: "b1", Positions: map[string]contract.Position{"BTCUSDT": tc.p}}
+		if b := limits[0].check("global", m, "2026-11-28"); (b != nil) != tc.breach {
+			t.Errorf("position %+v: breach %+v, want %v", tc.p, b, tc.breach)
+		}
+	}
+}
+
 func TestBreachReasonNamesLimitThresholdAndValue(t *testing.T) {
 	b := &Breach{Scope: "bot.b1", BotID: "b1", Value: 1250, Limit: contract.RiskLimit{ID: "max-loss", Type: contract.LimitDailyLoss, Threshold: 1000}}
 	for _, want := range []string{"max-loss", "daily_loss", "1250", "1000", "bot.b1"} {
