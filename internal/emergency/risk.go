@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +17,10 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/schemas"
 )
+
+// ErrRiskUnknown is returned by CheckOrder while the risk limits and metrics are not
+// loaded (see Risk.Ready): an order must not pass unchecked. It is transient.
+var ErrRiskUnknown = errors.New("risk limits are not loaded yet, so the order cannot be checked against them; it will be retried")
 
 // HaltPublisher stores an emergency command, deduplicated by its message id.
 type HaltPublisher interface {
@@ -42,6 +47,8 @@ type Risk struct {
 	cfg  RiskConfig
 	log  zerolog.Logger
 	now  func() time.Time
+
+	ready atomic.Bool
 
 	mu      sync.Mutex
 	base    map[string][]compiledLimit // from configuration
@@ -76,6 +83,13 @@ func NewRisk(kv jetstream.KeyValue, ctrl *Controller, pub HaltPublisher, cfg Ris
 	return r, nil
 }
 
+// Ready reports whether the risk state is loaded: true once the current watch of the
+// flow_risk bucket has delivered its initial values (every limit and metrics key),
+// false before that and again while a broken watch is being rebuilt. While it is
+// false, CheckOrder refuses orders that are not reduce-only with ErrRiskUnknown; a
+// worker should not take requests that may trade before it is true.
+func (r *Risk) Ready() bool { return r.ready.Load() }
+
 // Run watches limits and metrics until ctx ends, rebuilding the watch when it breaks.
 func (r *Risk) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
@@ -100,15 +114,18 @@ func (r *Risk) watch(ctx context.Context) error {
 		return fmt.Errorf("watch %s: %w", contract.BucketRisk, err)
 	}
 	defer w.Stop()
+	defer r.ready.Store(false)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case e, ok := <-w.Updates():
-			if !ok {
+			switch {
+			case !ok:
 				return errors.New("risk watch closed")
-			}
-			if e != nil {
+			case e == nil: // the initial values are in
+				r.ready.Store(true)
+			default:
 				r.applyEntry(ctx, e)
 			}
 		}
@@ -243,10 +260,14 @@ func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
 // Reduce-only orders are exempt: they lower exposure. A breach returns a
 // *RiskError, after halting the limit's scope when the limit has auto_halt. An
 // order without a price under a notional position limit is refused with a
-// *RiskError too, without a halt: it cannot be valued.
+// *RiskError too, without a halt: it cannot be valued. Before the limits are loaded
+// (see Ready), it returns ErrRiskUnknown.
 func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	if o.ReduceOnly {
 		return nil
+	}
+	if !r.Ready() {
+		return ErrRiskUnknown
 	}
 	r.mu.Lock()
 	current := &contract.RiskMetrics{BotID: o.BotID, StrategyID: o.StrategyID}

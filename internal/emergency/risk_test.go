@@ -3,23 +3,89 @@ package emergency
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/natstest"
 )
 
-// newTestRisk is a Risk with configured limits and no NATS: enough for CheckOrder
-// while no limit halts (it would need the controller).
+// newTestRisk is a Risk with configured limits and no NATS, as if its watch had
+// loaded an empty bucket: enough for CheckOrder while no limit halts (it would
+// need the controller).
 func newTestRisk(t *testing.T, limits map[string][]contract.RiskLimit) *Risk {
 	t.Helper()
 	r, err := NewRisk(nil, nil, nil, RiskConfig{Limits: limits}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.ready.Store(true)
 	return r
+}
+
+// scriptedKV is a flow_risk bucket whose watches the test drives: each WatchAll
+// returns the next channel of watches.
+type scriptedKV struct {
+	jetstream.KeyValue
+	watches chan chan jetstream.KeyValueEntry
+}
+
+func (kv *scriptedKV) WatchAll(context.Context, ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return channelWatcher(<-kv.watches), nil
+}
+
+type channelWatcher chan jetstream.KeyValueEntry
+
+func (w channelWatcher) Updates() <-chan jetstream.KeyValueEntry { return w }
+func (w channelWatcher) Stop() error                             { return nil }
+
+// Orders are not checked against limits that are not loaded: not before the watch
+// delivered the bucket's initial values, nor while a broken watch is rebuilt.
+func TestOrdersWaitUntilTheRiskLimitsAreLoaded(t *testing.T) {
+	kv := &scriptedKV{watches: make(chan chan jetstream.KeyValueEntry)}
+	r, err := NewRisk(kv, nil, nil, RiskConfig{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	buy := &contract.OrderIntent{BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 1, ReferencePrice: 65000}
+	ready := func(want bool) {
+		t.Helper()
+		natstest.WaitFor(t, 5*time.Second, func() error {
+			if r.Ready() != want {
+				return fmt.Errorf("Ready() = %v, want %v", !want, want)
+			}
+			return nil
+		})
+		err := r.CheckOrder(ctx, buy)
+		if want && err != nil || !want && !errors.Is(err, ErrRiskUnknown) {
+			t.Fatalf("ready %v: CheckOrder = %v", want, err)
+		}
+	}
+
+	ready(false)
+	first := make(chan jetstream.KeyValueEntry, 1)
+	kv.watches <- first
+	ready(false) // watching, the initial values not yet in
+	first <- nil
+	ready(true)
+	close(first) // the watch breaks
+	ready(false)
+	second := make(chan jetstream.KeyValueEntry, 1)
+	kv.watches <- second
+	second <- nil
+	ready(true)
+	if msg := ErrRiskUnknown.Error(); !strings.Contains(msg, "not loaded yet") || !strings.Contains(msg, "retried") {
+		t.Errorf("ErrRiskUnknown says %q", msg)
+	}
 }
 
 // A market order without a price cannot be valued against a notional limit: it is
