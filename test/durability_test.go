@@ -294,3 +294,38 @@ func TestRequestThatAlwaysCrashesItsWorkerIsDeadLettered(t *testing.T) {
 		t.Errorf("a poisoned execution placed %d orders", len(orders))
 	}
 }
+
+// An execution resumed on a version of its workflow that flow_workflows no longer
+// keeps is rejected as such, not as a workflow that is not deployed.
+func TestResumeOnAPurgedWorkflowVersionSaysSo(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	var first uint64
+	for i := range 17 { // the bucket keeps 16 versions: the first is gone
+		_, v, err := h.client.Deploy(h.ctx, []byte(strings.Replace(quickWorkflow, `"x": "1"`, fmt.Sprintf(`"x": "%d"`, i), 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = v
+		}
+	}
+	// A worker died running version 1; the request comes back.
+	now := time.Now().UTC()
+	st := &contract.Status{ExecutionID: "old-1", WorkflowID: "quick", WorkflowVersion: first, RequestID: "old-1",
+		Status: contract.StatusRunning, Attempt: 1, WorkerID: "gone", CreatedAt: &now, StartedAt: &now, UpdatedAt: now}
+	if _, err := h.store().PutStatus(h.ctx, st, 0); err != nil {
+		t.Fatal(err)
+	}
+	data, _ := json.Marshal(contract.Request{WorkflowID: "quick", RequestID: "old-1"})
+	h.publishRaw("flow.exec.quick", data, nil)
+	st = h.waitStatus("quick", "old-1", 10*time.Second)
+	if st.Error == nil || st.Error.Kind != contract.KindWorkflowVersionGone {
+		t.Fatalf("status %s %+v, want rejected with kind %s", st.Status, st.Error, contract.KindWorkflowVersionGone)
+	}
+	for _, want := range []string{`"quick"`, fmt.Sprintf("version %d", first), "last 16 versions"} {
+		if !strings.Contains(st.Error.Message, want) {
+			t.Errorf("message %q does not say %s", st.Error.Message, want)
+		}
+	}
+}

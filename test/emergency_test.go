@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
@@ -372,31 +373,9 @@ func TestReplayedOrderNodeOrdersOnce(t *testing.T) {
 	}
 
 	// Simulate a crash after the order was published but before its checkpoint and
-	// the terminal status: the state says running, the order node has no checkpoint.
+	// the terminal status, then the redelivery of the request.
+	h.redeliverAfterCrash(&contract.Request{WorkflowID: "trade", BotID: "b1", RequestID: "replay-1", Inputs: inputs}, "buy")
 	store := h.store()
-	st, rev, err := store.Status(h.ctx, "trade", id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The request is delivered again: the status names the coming message as its
-	// owner, as it would name the redelivered one.
-	info, err := h.js.Stream(h.ctx, contract.StreamExec)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.Status, st.FinishedAt, st.TerminalEvent = contract.StatusRunning, nil, nil
-	st.StreamSeq = info.CachedInfo().State.LastSeq + 1
-	if _, err := store.PutStatus(h.ctx, st, rev); err != nil {
-		t.Fatal(err)
-	}
-	if err := h.stateKV().Purge(h.ctx, contract.CheckpointKey("trade", id, "buy")); err != nil {
-		t.Fatal(err)
-	}
-	data, _ := json.Marshal(contract.Request{WorkflowID: "trade", BotID: "b1", RequestID: "replay-1", Inputs: inputs})
-	if seq := h.publishRaw("flow.exec.trade", data, nil); seq != st.StreamSeq {
-		t.Fatalf("published at %d, expected %d", seq, st.StreamSeq)
-	}
-
 	natstest.WaitFor(t, 10*time.Second, func() error {
 		st, _, err := store.Status(h.ctx, "trade", id)
 		if err != nil || st.Status != contract.StatusCompleted {
@@ -440,4 +419,80 @@ func TestAnOrderLeftHalfPlacedLongAgoIsRefusedNotRepeated(t *testing.T) {
 	if orders := h.messages(contract.StreamOrders, "flow.orders.>"); len(orders) != 0 {
 		t.Errorf("%d order intents published for an order in doubt", len(orders))
 	}
+}
+
+// A risk_update node replayed after a crash adds its PnL once: each update carries
+// the id <execution_id>.<node_id>, and the metrics remember the last ones applied.
+func TestReplayedRiskUpdateAddsItsPnLOnce(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(`{"id": "book", "nodes": [
+	  {"id": "fill", "type": "risk_update", "config": {"pnl": "inputs.pnl"}}]}`)
+	req := contract.Request{WorkflowID: "book", BotID: "b1", RequestID: "fill-1", Inputs: map[string]any{"pnl": -100}}
+	id := h.submit(&req)
+	if st := h.waitStatus("book", id, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("first run: %s %+v", st.Status, st.Error)
+	}
+	// Crash before the node's checkpoint: the node runs again on redelivery.
+	h.redeliverAfterCrash(&req, "fill")
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if n := len(nodeCompletions(h.events("book", id), "fill")); n != 2 {
+			return fmt.Errorf("fill completed %d times, want 2", n)
+		}
+		return nil
+	})
+	risk, err := h.client.Risk(h.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := risk.Metrics["b1"]; m == nil || m.DailyPnL != -100 {
+		t.Fatalf("metrics %+v, want a daily PnL of -100 after the replay", m)
+	}
+
+	// The publisher's reports are deduplicated when they carry an id, only then.
+	loss := -50.0
+	for range 2 {
+		if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{ID: "report-1", PnL: &loss}, emergency.TradingDay{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, emergency.TradingDay{})
+	if err != nil || m.DailyPnL != -200 {
+		t.Fatalf("metrics %+v, %v; want a daily PnL of -200", m, err)
+	}
+}
+
+func nodeCompletions(evs []contract.Event, nodeID string) []contract.Event {
+	var out []contract.Event
+	for _, ev := range evs {
+		if ev.Type == contract.NodeCompleted && ev.NodeID == nodeID {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// Risk limits of a workflow scope would never be checked: the publisher refuses
+// them, and a worker ignores them in KV, saying so.
+func TestRiskLimitsOfAWorkflowScopeAreRefused(t *testing.T) {
+	h := newHarness(t)
+	logs := &lockedBuffer{}
+	h.startWorkerLogging("w1", nil, zerolog.New(logs))
+	err := h.client.SetLimit(h.ctx, "workflow.trade", contract.RiskLimit{ID: "size", Type: contract.LimitPositionSize, Threshold: 1})
+	if err == nil || !strings.Contains(err.Error(), "bot.<id> or strategy.<id>") {
+		t.Errorf("SetLimit of workflow.trade: %v", err)
+	}
+	kv, err := h.js.KeyValue(h.ctx, contract.BucketRisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(h.ctx, contract.RiskLimitsKey("workflow.trade"), []byte(`{"limits": [{"id": "size", "type": "position_size", "threshold": 1}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if out := logs.String(); !strings.Contains(out, `"level":"error"`) || !strings.Contains(out, "limits.workflow.trade") || !strings.Contains(out, "would never be checked") {
+			return fmt.Errorf("no error logged about limits.workflow.trade: %s", out)
+		}
+		return nil
+	})
 }

@@ -314,3 +314,32 @@ func eventTypes(evs []contract.Event) []string {
 	}
 	return out
 }
+
+// redeliverAfterCrash makes an execution that completed look like one whose worker
+// died after node nodeID ran but before its checkpoint and the terminal status
+// were written, then delivers its request again, as the server would redeliver it.
+func (h *harness) redeliverAfterCrash(req *contract.Request, nodeID string) {
+	h.t.Helper()
+	store := h.store()
+	st, rev, err := store.Status(h.ctx, req.WorkflowID, req.RequestID)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	info, err := h.js.Stream(h.ctx, contract.StreamExec)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	// The status names the coming message as its owner, as it names a redelivered one.
+	st.Status, st.FinishedAt, st.TerminalEvent = contract.StatusRunning, nil, nil
+	st.StreamSeq = info.CachedInfo().State.LastSeq + 1
+	if _, err := store.PutStatus(h.ctx, st, rev); err != nil {
+		h.t.Fatal(err)
+	}
+	if err := h.stateKV().Purge(h.ctx, contract.CheckpointKey(req.WorkflowID, req.RequestID, nodeID)); err != nil {
+		h.t.Fatal(err)
+	}
+	data, _ := json.Marshal(req)
+	if seq := h.publishRaw(contract.Subjects{Prefix: contract.DefaultPrefix}.Exec(req.WorkflowID), data, nil); seq != st.StreamSeq {
+		h.t.Fatalf("request published at %d, expected %d", seq, st.StreamSeq)
+	}
+}

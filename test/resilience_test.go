@@ -225,6 +225,32 @@ func TestClientErrorIsNotRetried(t *testing.T) {
 	}
 }
 
+// A POST that met a 5xx may have placed the order: it is not sent again, unless
+// the node declares the call idempotent (it carries a client order id).
+func TestPostIsRetriedOnlyWhenDeclaredIdempotent(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	post := func(id, url, extra string) string {
+		return fmt.Sprintf(`{"id": %q, "nodes": [{"id": "call", "type": "http", "retry": {"max_attempts": 3, "min_wait": "10ms"},
+		  "config": {"method": "POST", "url": %q, %s "body": {"client_order_id": "${execution.id}"}}}]}`, id, url, extra)
+	}
+	api := newScripted(t, answer(502, `{"msg": "bad gateway"}`), answer(200, `{"order_id": 1}`))
+	h.deploy(post("place-order", api.URL+"/orders", ""))
+	st, evs := h.runOnce("place-order")
+	if st.Status != contract.StatusFailed || st.Error.Kind != nodes.KindHTTPStatus || !strings.Contains(st.Error.Message, "not retried") {
+		t.Fatalf("status %s, error %+v; want failed at once", st.Status, st.Error)
+	}
+	if len(nodeEvents(evs, contract.NodeRetrying)) != 0 || len(api.hitTimes()) != 1 {
+		t.Errorf("a POST was sent again after a 502: events %v, %d calls", eventTypes(evs), len(api.hitTimes()))
+	}
+
+	api = newScripted(t, answer(502, `{"msg": "bad gateway"}`), answer(200, `{"order_id": 1}`))
+	h.deploy(post("place-order-idempotent", api.URL+"/orders", `"idempotent": true,`))
+	if st, _ := h.runOnce("place-order-idempotent"); st.Status != contract.StatusCompleted || len(api.hitTimes()) != 2 {
+		t.Errorf("idempotent POST: status %s %+v after %d calls, want completed after 2", st.Status, st.Error, len(api.hitTimes()))
+	}
+}
+
 // A 429 waits for its Retry-After; the 4s wait is longer than the 3s ack wait, so
 // it also checks that heartbeats keep the request from being redelivered meanwhile.
 func TestTooManyRequestsWaitsForRetryAfter(t *testing.T) {

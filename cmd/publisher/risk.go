@@ -59,6 +59,7 @@ type riskReportCmd struct {
 	Equity          *float64 `help:"Current equity (the peak is tracked for drawdown)."`
 	Position        []string `help:"SYMBOL=QUANTITY or SYMBOL=QUANTITY@NOTIONAL, repeatable; sets the position." sep:"none"`
 	Custom          []string `help:"NAME=VALUE, repeatable; custom metrics for custom limits." sep:"none"`
+	UpdateID        string   `help:"Id of this report: a report whose id is among the bot's last 256 applied updates is skipped, so that a retried report adds its PnL once (default: none, never skipped)."`
 	TradingDayReset string   `help:"Time of day the trading day starts (HH:MM); must match the workers'." default:"00:00" env:"FLOWGUARD_TRADING_DAY_RESET"`
 	TradingDayZone  string   `help:"Zone of the trading day; must match the workers'." default:"UTC" env:"FLOWGUARD_TRADING_DAY_ZONE"`
 }
@@ -68,7 +69,7 @@ func (c *riskReportCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	u := contract.RiskUpdate{StrategyID: c.Strategy, PnL: c.PnL, Equity: c.Equity}
+	u := contract.RiskUpdate{ID: c.UpdateID, StrategyID: c.Strategy, PnL: c.PnL, Equity: c.Equity}
 	for _, p := range c.Position {
 		sym, rest, ok := strings.Cut(p, "=")
 		qtyText, notionalText, hasNotional := strings.Cut(rest, "@")

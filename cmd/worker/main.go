@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/signal"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/logging"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
@@ -66,6 +66,7 @@ type cli struct {
 	BreakerOpenTime  time.Duration `help:"How long an open breaker fails calls at once before it lets a probe through (default: the profile's)." env:"FLOWGUARD_BREAKER_OPEN_TIME"`
 	BreakerScope     string        `help:"local: each worker's breakers are its own; cluster: a breaker that opens on one worker fails fast on every worker." default:"local" enum:"local,cluster" env:"FLOWGUARD_BREAKER_SCOPE"`
 	SecretEnv        []string      `help:"Environment variables that workflows may read with env:NAME placeholders, comma separated; their values are redacted everywhere." env:"FLOWGUARD_SECRET_ENV"`
+	InlineWorkflows  bool          `help:"Run workflow definitions sent inline in requests; they run with the worker's NATS rights and network reach. With --inline-workflows=false, only deployed workflows run." default:"true" negatable:"" env:"FLOWGUARD_INLINE_WORKFLOWS"`
 
 	Log logging.Options `embed:""`
 }
@@ -96,7 +97,7 @@ func run(c cli) error {
 	w, err := worker.New(worker.Config{
 		NATS: c.NATS, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
 		WorkerID: c.WorkerID, Prefix: c.Prefix,
-		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes,
+		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes, RefuseInlineWorkflows: !c.InlineWorkflows,
 		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,
 		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone,
 		Consumer: consumer.Config{
@@ -131,7 +132,7 @@ func run(c cli) error {
 	return w.Run(ctx)
 }
 
-// readRiskLimits reads a file of risk limits by scope.
+// readRiskLimits reads and checks a file of risk limits by scope.
 func readRiskLimits(path string) (map[string][]contract.RiskLimit, error) {
 	if path == "" {
 		return nil, nil
@@ -140,8 +141,8 @@ func readRiskLimits(path string) (map[string][]contract.RiskLimit, error) {
 	if err != nil {
 		return nil, err
 	}
-	var limits map[string][]contract.RiskLimit
-	if err := json.Unmarshal(data, &limits); err != nil {
+	limits, err := emergency.ParseLimitsByScope(data)
+	if err != nil {
 		return nil, fmt.Errorf("risk limits %s: %w; expected {\"global\": [{\"id\": \"max-loss\", \"type\": \"daily_loss\", \"threshold\": 1000, \"auto_halt\": true}]}", path, err)
 	}
 	return limits, nil

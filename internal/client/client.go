@@ -42,8 +42,11 @@ func New(nc *nats.Conn, prefix string) (*Client, error) {
 		prefix = contract.DefaultPrefix
 	}
 	// The client checks definitions and never runs them: the registry's types
-	// without the worker's services suffice.
-	return &Client{nc: nc, js: js, subjects: contract.Subjects{Prefix: prefix}, registry: nodes.NewRegistry()}, nil
+	// without the worker's services suffice, nats_request knowing the prefix whose
+	// subjects it refuses.
+	registry := nodes.NewRegistry()
+	registry.Register(nodes.TypeNATSRequest, nodes.NATSRequest{Prefix: prefix})
+	return &Client{nc: nc, js: js, subjects: contract.Subjects{Prefix: prefix}, registry: registry}, nil
 }
 
 // Subjects are the subjects of the deployment the client talks to.

@@ -97,8 +97,12 @@ func (c *Client) Board(ctx context.Context) (emergency.Board, error) {
 	return b, err
 }
 
-// SetLimit adds or replaces (by id) a risk limit of scope.
+// SetLimit adds or replaces (by id) a risk limit of scope: global, bot.<id> or
+// strategy.<id>.
 func (c *Client) SetLimit(ctx context.Context, scope string, l contract.RiskLimit) error {
+	if err := emergency.CheckLimitScope(scope); err != nil {
+		return err
+	}
 	return c.editLimits(ctx, scope, func(ls []contract.RiskLimit) []contract.RiskLimit {
 		for i := range ls {
 			if ls[i].ID == l.ID {

@@ -87,6 +87,9 @@ const (
 	// KindCircuitOpen: a provider node failed at once, without a call, because its
 	// provider's circuit breaker is open.
 	KindCircuitOpen = "circuit_open"
+	// KindWorkflowVersionGone: a resumed execution's workflow version is no longer
+	// kept in flow_workflows.
+	KindWorkflowVersionGone = "workflow_version_gone"
 )
 
 // Status values of an execution.

@@ -82,10 +82,11 @@ type RiskLimits struct {
 	Limits []RiskLimit `json:"limits"`
 }
 
-// Position is a bot's position in one symbol.
+// Position is a bot's position in one symbol. Custom limit expressions read its
+// fields by their JSON names (positions.BTCUSDT.quantity).
 type Position struct {
-	Quantity float64 `json:"quantity"`
-	Notional float64 `json:"notional,omitempty"`
+	Quantity float64 `json:"quantity" expr:"quantity"`
+	Notional float64 `json:"notional,omitempty" expr:"notional"`
 }
 
 // RiskMetrics is the document at flow_risk metrics.<bot_id>.
@@ -101,10 +102,17 @@ type RiskMetrics struct {
 	Positions  map[string]Position `json:"positions,omitempty"`
 	Custom     map[string]float64  `json:"custom,omitempty"`
 	UpdatedAt  time.Time           `json:"updated_at"`
+	// AppliedUpdates are the ids of the last updates applied, oldest first (a
+	// bounded number), so that an update replayed after a crash is applied once.
+	AppliedUpdates []string `json:"applied_updates,omitempty"`
 }
 
 // RiskUpdate changes a bot's metrics: PnL is added to the day's PnL, the others are set.
 type RiskUpdate struct {
+	// ID identifies the update: one whose id is among the metrics' AppliedUpdates is
+	// skipped. A risk_update node's is <execution_id>.<node_id>; empty means the
+	// update is not deduplicated.
+	ID         string              `json:"id,omitempty"`
 	StrategyID string              `json:"strategy_id,omitempty"`
 	PnL        *float64            `json:"pnl,omitempty"`
 	Equity     *float64            `json:"equity,omitempty"`

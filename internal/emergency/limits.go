@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/expr-lang/expr"
@@ -18,7 +20,8 @@ import (
 // ErrRiskLimit is matched by the error of an order refused by a risk limit.
 var ErrRiskLimit = errors.New("risk limit breached")
 
-// Breach is a risk limit exceeded by a bot's metrics.
+// Breach is a risk limit exceeded by a bot's metrics, or one that cannot be
+// checked: limits fail closed.
 type Breach struct {
 	Scope string
 	Limit contract.RiskLimit
@@ -26,16 +29,26 @@ type Breach struct {
 	Value float64
 	// Detail names what was measured, such as the symbol of a position.
 	Detail string
+	// Err, when set, says why the limit could not be checked (an expression that
+	// fails); it counts as breached.
+	Err error
 }
 
-// Reason says which limit, for which bot, the value and the threshold.
+// Reason says which limit, for which bot, the value and the threshold, or why the
+// limit could not be checked.
 func (b *Breach) Reason() string {
 	what := b.Limit.Type
 	if b.Detail != "" {
 		what += " " + b.Detail
 	}
 	if b.Limit.Type == contract.LimitCustom {
-		return fmt.Sprintf("risk limit %s (custom: %s) of %s breached by bot %s", b.Limit.ID, b.Limit.Expression, b.Scope, b.BotID)
+		what = "custom: " + b.Limit.Expression
+	}
+	switch {
+	case b.Err != nil:
+		return fmt.Sprintf("risk limit %s (%s) of %s cannot be checked for bot %s: %v", b.Limit.ID, what, b.Scope, b.BotID, b.Err)
+	case b.Limit.Type == contract.LimitCustom:
+		return fmt.Sprintf("risk limit %s (%s) of %s breached by bot %s", b.Limit.ID, what, b.Scope, b.BotID)
 	}
 	return fmt.Sprintf("risk limit %s (%s) of %s breached by bot %s: value %s exceeds threshold %s",
 		b.Limit.ID, what, b.Scope, b.BotID, num(b.Value), num(b.Limit.Threshold))
@@ -94,14 +107,15 @@ type compiledLimit struct {
 	program *vm.Program
 }
 
-// metricsEnv is what custom limit expressions see.
+// metricsEnv is what custom limit expressions see. A custom metric the bot never
+// reported is null (not 0), so that comparing it fails and the limit fails closed.
 type metricsEnv struct {
 	DailyPnL    float64                      `expr:"daily_pnl"`
 	Equity      float64                      `expr:"equity"`
 	PeakEquity  float64                      `expr:"peak_equity"`
 	DrawdownPct float64                      `expr:"drawdown_pct"`
 	Positions   map[string]contract.Position `expr:"positions"`
-	Custom      map[string]float64           `expr:"custom"`
+	Custom      map[string]any               `expr:"custom"`
 }
 
 // CompileLimits checks limits and prepares them; errors name the limit.
@@ -139,6 +153,47 @@ func CompileLimits(limits []contract.RiskLimit) ([]compiledLimit, error) {
 			return nil, fmt.Errorf("limit %s: unknown type %q; use daily_loss, position_size, drawdown_pct or custom", l.ID, l.Type)
 		}
 		out = append(out, cl)
+	}
+	return out, nil
+}
+
+// CheckLimitScope validates the scope of risk limits: global, bot.<id> or
+// strategy.<id>. Metrics are kept per bot, with its strategy, so the limits of a
+// workflow.<id> scope could never be checked.
+func CheckLimitScope(scope string) error {
+	kind, _, _ := strings.Cut(scope, ".")
+	if CheckScope(scope) != nil || kind == ScopeWorkflow {
+		return fmt.Errorf("%w %q for risk limits: use global, bot.<id> or strategy.<id> (metrics are kept per bot and its strategy, so limits of a workflow.<id> scope would never be checked)", ErrInvalidScope, scope)
+	}
+	return nil
+}
+
+// ParseLimitsByScope reads risk limits by scope, the shape of the worker's
+// --risk-limits file: {"global": [limit, ...], "bot.b1": [...]}. Each scope and
+// its list are checked (against the risk-limits schema, so that a misspelt field
+// is an error) and compiled; errors name the scope.
+func ParseLimitsByScope(data []byte) (map[string][]contract.RiskLimit, error) {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return nil, err
+	}
+	out := make(map[string][]contract.RiskLimit, len(raw))
+	for _, scope := range slices.Sorted(maps.Keys(raw)) {
+		if err := CheckLimitScope(scope); err != nil {
+			return nil, err
+		}
+		doc, err := json.Marshal(map[string]json.RawMessage{"limits": raw[scope]})
+		if err == nil {
+			_, err = ParseLimits(doc)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("scope %s: %w", scope, err)
+		}
+		var limits []contract.RiskLimit
+		if err := json.Unmarshal(raw[scope], &limits); err != nil {
+			return nil, fmt.Errorf("scope %s: %w", scope, err)
+		}
+		out[scope] = limits
 	}
 	return out, nil
 }
@@ -184,12 +239,33 @@ func (l *compiledLimit) check(scope string, m *contract.RiskMetrics, day string)
 		}
 	case contract.LimitCustom:
 		env := metricsEnv{DailyPnL: dailyPnL(m, day), Equity: m.Equity, PeakEquity: m.PeakEquity,
-			DrawdownPct: drawdownPct(m), Positions: m.Positions, Custom: m.Custom}
-		if v, err := expr.Run(l.program, env); err == nil && v == true {
+			DrawdownPct: drawdownPct(m), Positions: m.Positions, Custom: make(map[string]any, len(m.Custom))}
+		for k, v := range m.Custom {
+			env.Custom[k] = v
+		}
+		v, err := expr.Run(l.program, env)
+		if err != nil {
+			b := breach(1, "")
+			msg, _, _ := strings.Cut(err.Error(), "\n") // the rest points at the expression
+			b.Err = fmt.Errorf("%s; counted as breached (limits fail closed): report every metric it uses (one never reported is null), or give it a default, as in (custom.x ?? 0) > 10", msg)
+			return b
+		}
+		if v == true {
 			return breach(1, "")
 		}
 	}
 	return nil
+}
+
+// unpriced returns the refusal of an order that l cannot check: l is a notional
+// position limit covering the order's symbol and the order has no price. It is
+// not a breach (nothing to halt), but the order must not go unchecked.
+func (l *compiledLimit) unpriced(scope string, o *contract.OrderIntent) *Breach {
+	if l.Type != contract.LimitPositionSize || l.Basis != "notional" || l.Symbol != "" && l.Symbol != o.Symbol || o.Price() != 0 {
+		return nil
+	}
+	return &Breach{Scope: scope, Limit: l.RiskLimit, BotID: o.BotID, Detail: o.Symbol,
+		Err: errors.New("the order has no price, so its notional cannot be valued: set the order node's reference_price (the expected fill price of a market order) or limit_price")}
 }
 
 func dailyPnL(m *contract.RiskMetrics, day string) float64 {
@@ -206,8 +282,16 @@ func drawdownPct(m *contract.RiskMetrics) float64 {
 	return (m.PeakEquity - m.Equity) / m.PeakEquity * 100
 }
 
-// ApplyUpdate returns m changed by u at time now on trading day day.
-func ApplyUpdate(m *contract.RiskMetrics, u contract.RiskUpdate, day string, now time.Time) *contract.RiskMetrics {
+// appliedUpdatesKept bounds the ids of applied updates kept in a bot's metrics: an
+// update is deduplicated while it is among the last ones applied.
+const appliedUpdatesKept = 256
+
+// ApplyUpdate returns m changed by u at time now on trading day day, and true; or
+// m unchanged and false when u's id is among the updates already applied.
+func ApplyUpdate(m *contract.RiskMetrics, u contract.RiskUpdate, day string, now time.Time) (*contract.RiskMetrics, bool) {
+	if u.ID != "" && slices.Contains(m.AppliedUpdates, u.ID) {
+		return m, false
+	}
 	next := *m
 	if next.TradingDay != day {
 		next.TradingDay, next.DailyPnL = day, 0
@@ -232,8 +316,12 @@ func ApplyUpdate(m *contract.RiskMetrics, u contract.RiskUpdate, day string, now
 		maps.Copy(next.Custom, m.Custom)
 		maps.Copy(next.Custom, u.Custom)
 	}
+	if u.ID != "" {
+		ids := append(slices.Clip(m.AppliedUpdates), u.ID)
+		next.AppliedUpdates = ids[max(len(ids)-appliedUpdatesKept, 0):]
+	}
 	next.UpdatedAt = now.UTC()
-	return &next
+	return &next, true
 }
 
 // withOrder returns m as it would be once o is filled.

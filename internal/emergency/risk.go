@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -16,6 +17,10 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/schemas"
 )
+
+// ErrRiskUnknown is returned by CheckOrder while the risk limits and metrics are not
+// loaded (see Risk.Ready): an order must not pass unchecked. It is transient.
+var ErrRiskUnknown = errors.New("risk limits are not loaded yet, so the order cannot be checked against them; it will be retried")
 
 // HaltPublisher stores an emergency command, deduplicated by its message id.
 type HaltPublisher interface {
@@ -43,6 +48,8 @@ type Risk struct {
 	log  zerolog.Logger
 	now  func() time.Time
 
+	ready atomic.Bool
+
 	mu      sync.Mutex
 	base    map[string][]compiledLimit // from configuration
 	limits  map[string]scopeLimits     // from KV, by scope
@@ -64,7 +71,7 @@ func NewRisk(kv jetstream.KeyValue, ctrl *Controller, pub HaltPublisher, cfg Ris
 	r := &Risk{kv: kv, ctrl: ctrl, pub: pub, cfg: cfg, log: log, now: time.Now,
 		base: map[string][]compiledLimit{}, limits: map[string]scopeLimits{}, metrics: map[string]metricsEntry{}}
 	for scope, ls := range cfg.Limits {
-		if err := CheckScope(scope); err != nil {
+		if err := CheckLimitScope(scope); err != nil {
 			return nil, fmt.Errorf("risk limits: %w", err)
 		}
 		compiled, err := CompileLimits(ls)
@@ -75,6 +82,13 @@ func NewRisk(kv jetstream.KeyValue, ctrl *Controller, pub HaltPublisher, cfg Ris
 	}
 	return r, nil
 }
+
+// Ready reports whether the risk state is loaded: true once the current watch of the
+// flow_risk bucket has delivered its initial values (every limit and metrics key),
+// false before that and again while a broken watch is being rebuilt. While it is
+// false, CheckOrder refuses orders that are not reduce-only with ErrRiskUnknown; a
+// worker should not take requests that may trade before it is true.
+func (r *Risk) Ready() bool { return r.ready.Load() }
 
 // Run watches limits and metrics until ctx ends, rebuilding the watch when it breaks.
 func (r *Risk) Run(ctx context.Context) {
@@ -99,15 +113,18 @@ func (r *Risk) watch(ctx context.Context) error {
 		return fmt.Errorf("watch %s: %w", contract.BucketRisk, err)
 	}
 	defer w.Stop()
+	defer r.ready.Store(false)
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case e, ok := <-w.Updates():
-			if !ok {
+			switch {
+			case !ok:
 				return errors.New("risk watch closed")
-			}
-			if e != nil {
+			case e == nil: // the initial values are in
+				r.ready.Store(true)
+			default:
 				r.applyEntry(ctx, e)
 			}
 		}
@@ -120,8 +137,8 @@ func (r *Risk) applyEntry(ctx context.Context, e jetstream.KeyValueEntry) {
 	deleted := e.Operation() != jetstream.KeyValuePut
 	switch kind {
 	case "limits":
-		if err := CheckScope(name); err != nil {
-			r.log.Error().Err(err).Str("key", e.Key()).Msg("risk limits for an unknown scope ignored")
+		if err := CheckLimitScope(name); err != nil {
+			r.log.Error().Err(err).Str("key", e.Key()).Msg("risk limits of a scope they cannot apply to ignored")
 			return
 		}
 		r.mu.Lock()
@@ -201,6 +218,7 @@ func (r *Risk) evaluate(ctx context.Context, bot string) {
 	}
 	r.mu.Unlock()
 	for i, b := range breaches {
+		r.logUncheckable(b)
 		if !b.Limit.AutoHalt {
 			r.log.Warn().Str("bot_id", bot).Str("limit", b.Limit.ID).Str("reason", b.Reason()).Msg("risk limit breached; orders will be refused")
 			continue
@@ -208,6 +226,15 @@ func (r *Risk) evaluate(ctx context.Context, bot string) {
 		if err := r.halt(ctx, b, ids[i]); err != nil {
 			r.log.Error().Err(err).Str("limit", b.Limit.ID).Msg("publish risk halt failed")
 		}
+	}
+}
+
+// logUncheckable logs a limit that could not be checked: its expression needs a fix,
+// or a bot a metric, before trading resumes.
+func (r *Risk) logUncheckable(b *Breach) {
+	if b.Err != nil {
+		r.log.Error().Err(b.Err).Str("bot_id", b.BotID).Str("scope", b.Scope).Str("limit", b.Limit.ID).
+			Str("expression", b.Limit.Expression).Msg("risk limit cannot be checked; counted as breached")
 	}
 }
 
@@ -230,10 +257,16 @@ func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
 
 // CheckOrder evaluates the limits covering an order's bot with the order included.
 // Reduce-only orders are exempt: they lower exposure. A breach returns a
-// *RiskError, after halting the limit's scope when the limit has auto_halt.
+// *RiskError, after halting the limit's scope when the limit has auto_halt. An
+// order without a price under a notional position limit is refused with a
+// *RiskError too, without a halt: it cannot be valued. Before the limits are loaded
+// (see Ready), it returns ErrRiskUnknown.
 func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	if o.ReduceOnly {
 		return nil
+	}
+	if !r.Ready() {
+		return ErrRiskUnknown
 	}
 	r.mu.Lock()
 	current := &contract.RiskMetrics{BotID: o.BotID, StrategyID: o.StrategyID}
@@ -244,21 +277,27 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	after.StrategyID = o.StrategyID
 	day := r.cfg.Day.Of(r.now())
 	scopes, limits, _ := r.applicable(after)
-	var breach *Breach
-	for i, scope := range scopes {
-		for j := range limits[i] {
-			if breach = limits[i][j].check(scope, after, day); breach != nil {
-				break
+	breach, unpriced := func() (*Breach, bool) {
+		for i, scope := range scopes {
+			for j := range limits[i] {
+				if b := limits[i][j].unpriced(scope, o); b != nil {
+					return b, true
+				}
+				if b := limits[i][j].check(scope, after, day); b != nil {
+					return b, false
+				}
 			}
 		}
-		if breach != nil {
-			break
-		}
-	}
+		return nil, false
+	}()
 	r.mu.Unlock()
-	if breach == nil {
+	switch {
+	case breach == nil:
 		return nil
+	case unpriced:
+		return &RiskError{Breach: breach}
 	}
+	r.logUncheckable(breach)
 	if !breach.Limit.AutoHalt {
 		return &RiskError{Breach: breach}
 	}
@@ -269,13 +308,15 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 }
 
 // UpdateMetrics applies an update to a bot's metrics with compare-and-set, retrying
-// on concurrent writers, and returns the new metrics.
+// on concurrent writers, and returns the new metrics; an update already applied (by
+// its id) is skipped and the current metrics returned.
 func (r *Risk) UpdateMetrics(ctx context.Context, botID string, u contract.RiskUpdate) (*contract.RiskMetrics, error) {
 	return UpdateMetrics(ctx, r.kv, botID, u, r.cfg.Day, r.now())
 }
 
 // UpdateMetrics applies an update to a bot's metrics in the flow_risk bucket with
-// compare-and-set, retrying on concurrent writers.
+// compare-and-set, retrying on concurrent writers. An update whose id is among the
+// last ones applied is skipped: the current metrics are returned.
 func UpdateMetrics(ctx context.Context, kv jetstream.KeyValue, botID string, u contract.RiskUpdate, day TradingDay, now time.Time) (*contract.RiskMetrics, error) {
 	key := contract.RiskMetricsKey(botID)
 	for range 20 {
@@ -292,8 +333,11 @@ func UpdateMetrics(ctx context.Context, kv jetstream.KeyValue, botID string, u c
 			}
 			rev = e.Revision()
 		}
-		next := ApplyUpdate(current, u, day.Of(now), now)
+		next, applied := ApplyUpdate(current, u, day.Of(now), now)
 		next.BotID = botID
+		if !applied {
+			return next, nil
+		}
 		data, err := json.Marshal(next)
 		if err != nil {
 			return nil, err

@@ -182,6 +182,8 @@ func (s *Store) PutOrderMark(ctx context.Context, workflowID, executionID, nodeI
 
 // Workflow returns a deployed definition and its version (KV revision): the latest
 // when version is 0, else that version, for an execution resumed after a redeploy.
+// It returns ErrNotFound when the workflow is not deployed, or no longer keeps that
+// version.
 func (s *Store) Workflow(ctx context.Context, workflowID string, version uint64) ([]byte, uint64, error) {
 	var e jetstream.KeyValueEntry
 	err := retry(ctx, func(ctx context.Context) error {

@@ -38,7 +38,10 @@ type Error struct {
 	Transient bool
 	// Wait is how long the provider asked to wait before a retry (HTTP Retry-After).
 	Wait time.Duration
-	Err  error
+	// Unrepeatable marks a failure after which the provider may have acted on the
+	// call (a POST that timed out or met a 5xx): it is not retried.
+	Unrepeatable bool
+	Err          error
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
@@ -63,6 +66,12 @@ func KindOf(err error) string {
 func IsTransient(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Transient
+}
+
+// IsUnrepeatable reports whether err is marked unrepeatable.
+func IsUnrepeatable(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Unrepeatable
 }
 
 // RetryAfterOf returns the wait a failure asks for before a retry, 0 when none.

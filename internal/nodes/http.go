@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -33,6 +34,13 @@ import (
 // inputs, nodes and execution pick them. A 2xx status completes the node; 5xx and
 // 408 fail it transiently (retried), 429 too (after its Retry-After), other
 // statuses permanently. The provider defaults to the URL's host.
+//
+// POST and PATCH are not idempotent: a timeout, a broken connection or a 5xx does
+// not say the provider did nothing, and a second POST can place a second order. So
+// they are retried only when the request surely was not processed (the connection
+// could not be established, or HTTP 429), unless config.idempotent declares the
+// call safe to repeat (it carries an idempotency key or a client order id). GET,
+// PUT and DELETE are idempotent.
 type HTTP struct {
 	// Client makes the calls; nil registers the type to check definitions only.
 	Client  *http.Client
@@ -43,9 +51,10 @@ type HTTP struct {
 var httpMethods = []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete}
 
 type httpConfig struct {
-	Method string            `json:"method,omitempty"`
-	URL    string            `json:"url"`
-	Query  map[string]string `json:"query,omitempty"`
+	Method     string            `json:"method,omitempty"`
+	URL        string            `json:"url"`
+	Query      map[string]string `json:"query,omitempty"`
+	Idempotent bool              `json:"idempotent,omitempty"`
 	callConfig
 }
 
@@ -63,8 +72,11 @@ type httpRunner struct {
 	client   *http.Client
 	provider string
 	method   string
-	url      *Template
-	query    namedTemplates
+	// idempotent: the call may be repeated after a failure that came, or may have
+	// come, after the provider received it.
+	idempotent bool
+	url        *Template
+	query      namedTemplates
 	call
 }
 
@@ -81,6 +93,7 @@ func (h HTTP) Compile(n workflow.Node) (Runner, error) {
 	if !slices.Contains(httpMethods, r.method) {
 		return nil, fmt.Errorf("config.method %q is not supported; use one of %s", cfg.Method, strings.Join(httpMethods, ", "))
 	}
+	r.idempotent = cfg.Idempotent || r.method != http.MethodPost && r.method != http.MethodPatch
 	if cfg.URL == "" {
 		return nil, fmt.Errorf("config.url is required, for example \"https://api.example.com/v1/ticker\"")
 	}
@@ -167,27 +180,36 @@ func (r *httpRunner) run(ctx context.Context, in Input) (map[string]any, error) 
 	resp, err := r.client.Do(req)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%s %s: stopped: %w", r.method, target, ctx.Err())
+			return nil, r.sent(&Error{Kind: KindNode, Err: fmt.Errorf("%s %s: stopped: %w", r.method, target, ctx.Err())})
 		}
+		var op *net.OpError
+		notSent := errors.As(err, &op) && op.Op == "dial"
 		var ue *url.Error
 		if errors.As(err, &ue) {
 			err = ue.Err // its message repeats the URL, query included
 		}
-		return nil, Transient(KindConnection, fmt.Errorf("%s %s: %v", r.method, target, err))
+		e := &Error{Kind: KindConnection, Transient: true, Err: fmt.Errorf("%s %s: %v", r.method, target, err)}
+		if notSent {
+			return nil, e
+		}
+		return nil, r.sent(e)
 	}
 	defer func() { _ = resp.Body.Close() }()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("%s %s: stopped while reading the answer: %w", r.method, target, ctx.Err())
+			return nil, r.sent(&Error{Kind: KindNode, Err: fmt.Errorf("%s %s: stopped while reading the answer: %w", r.method, target, ctx.Err())})
 		}
-		return nil, Transient(KindConnection, fmt.Errorf("%s %s: reading the answer: %v", r.method, target, err))
+		return nil, r.sent(&Error{Kind: KindConnection, Transient: true, Err: fmt.Errorf("%s %s: reading the answer: %v", r.method, target, err)})
 	}
 	if len(data) > maxAnswerBytes {
 		return nil, Permanent(KindBadResponse, fmt.Errorf("%s %s: the answer is larger than %d bytes; ask the provider for less", r.method, target, maxAnswerBytes))
 	}
-	if err := statusError(r.method, target, resp, data); err != nil {
-		return nil, err
+	if e := statusError(r.method, target, resp, data); e != nil {
+		if e.Kind == KindHTTPStatus && e.Transient { // 5xx, 408: the provider may have acted
+			return nil, r.sent(e)
+		}
+		return nil, e
 	}
 	body, err := parseBody(data, strings.Contains(resp.Header.Get("Content-Type"), "json"))
 	if err != nil {
@@ -201,6 +223,17 @@ func (r *httpRunner) run(ctx context.Context, in Input) (map[string]any, error) 
 		return map[string]any{"status": answer.Status, "headers": answer.Headers, "body": answer.Body}, nil
 	}
 	return r.outputs.pick(answer)
+}
+
+// sent marks a failure that may come after the provider acted on the request (a
+// timeout, a broken connection, a 5xx) as unrepeatable, unless the call is
+// idempotent: it still counts in the breaker, but is not retried.
+func (r *httpRunner) sent(e *Error) *Error {
+	if !r.idempotent {
+		e.Unrepeatable = true
+		e.Err = fmt.Errorf("%w; not retried, since %s is not idempotent and the provider may have acted on the request: check with the provider before sending it again, or set \"idempotent\": true in the node's config if the request carries an idempotency key (such as a client order id from execution.id)", e.Err, r.method)
+	}
+	return e
 }
 
 // request builds the HTTP request, and the URL to name in errors (without query).
@@ -262,7 +295,7 @@ func (r *httpRunner) request(ctx context.Context, env *Env) (*http.Request, stri
 }
 
 // statusError classifies a non-2xx answer; nil for 2xx.
-func statusError(method, target string, resp *http.Response, body []byte) error {
+func statusError(method, target string, resp *http.Response, body []byte) *Error {
 	code := resp.StatusCode
 	if code >= 200 && code < 300 {
 		return nil
@@ -279,9 +312,9 @@ func statusError(method, target string, resp *http.Response, body []byte) error 
 		}
 		return &Error{Kind: KindRateLimited, Transient: true, Wait: wait, Err: errors.New(msg)}
 	case code >= 500 || code == http.StatusRequestTimeout:
-		return Transient(KindHTTPStatus, errors.New(msg))
+		return &Error{Kind: KindHTTPStatus, Transient: true, Err: errors.New(msg)}
 	}
-	return Permanent(KindHTTPStatus, errors.New(msg+"; the provider refused the request: check the node's config and inputs"))
+	return &Error{Kind: KindHTTPStatus, Err: errors.New(msg + "; the provider refused the request: check the node's config and inputs")}
 }
 
 // retryAfter reads a Retry-After header: seconds, or an HTTP date.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -395,4 +396,64 @@ func ExampleTemplate() {
 	url, _ := tpl.text(&Env{Inputs: map[string]any{"symbol": "BTCUSDT", "levels": 5.0}}, nil)
 	fmt.Println(url)
 	// Output: https://api.example.com/v1/BTCUSDT/depth?limit=50
+}
+
+// A POST or PATCH that timed out, broke or met a 5xx may have been processed: it is
+// not repeated unless the node declares itself idempotent. What surely was not
+// processed (no connection, a 429) is retried.
+func TestHTTPNonIdempotentCallsAreNotRepeatedAfterTheyMayHaveActed(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hang":
+			<-r.Context().Done()
+		case "/drop":
+			conn, _, _ := w.(http.Hijacker).Hijack()
+			_ = conn.Close()
+		default:
+			code, _ := strconv.Atoi(strings.TrimPrefix(r.URL.Path, "/"))
+			if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
+				w.Header().Set("Retry-After", "1")
+			}
+			w.WriteHeader(code)
+		}
+	}))
+	defer srv.Close()
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	reg := providerRegistry(t, srv.Client())
+	cases := []struct {
+		method, url, extra string
+		unrepeatable       bool
+	}{
+		{"POST", srv.URL + "/503", "", true}, // even with Retry-After: a proxy may have passed it on
+		{"POST", srv.URL + "/500", "", true},
+		{"POST", srv.URL + "/408", "", true},
+		{"POST", srv.URL + "/drop", "", true},
+		{"POST", srv.URL + "/hang", "", true},
+		{"PATCH", srv.URL + "/502", "", true},
+		{"POST", srv.URL + "/429", "", false},
+		{"POST", closed.URL + "/x", "", false},
+		{"POST", srv.URL + "/503", `"idempotent": true,`, false},
+		{"POST", srv.URL + "/hang", `"idempotent": true,`, false},
+		{"GET", srv.URL + "/503", "", false},
+		{"PUT", srv.URL + "/500", "", false},
+		{"DELETE", srv.URL + "/drop", "", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method+" "+tc.url[strings.LastIndex(tc.url, "/"):]+" "+tc.extra, func(t *testing.T) {
+			r := mustCompile(t, reg, TypeHTTP, `{`+tc.extra+` "method": "`+tc.method+`", "url": "`+tc.url+`"}`)
+			ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+			defer cancel()
+			_, err := r.Run(ctx, Input{Env: testEnv(), Attempt: 1})
+			if err == nil || IsUnrepeatable(err) != tc.unrepeatable {
+				t.Fatalf("err %v: unrepeatable %v, want %v", err, IsUnrepeatable(err), tc.unrepeatable)
+			}
+			if tc.unrepeatable && !strings.Contains(err.Error(), `"idempotent": true`) {
+				t.Errorf("the error does not say how to allow retries: %v", err)
+			}
+			if ctx.Err() == nil && !IsTransient(err) {
+				t.Errorf("a failure that counts in the breaker is not transient: %v", err)
+			}
+		})
+	}
 }

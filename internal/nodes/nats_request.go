@@ -1,6 +1,7 @@
 package nodes
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
 
@@ -29,10 +31,19 @@ import (
 // pick them. No responders is a transient failure (retried); a reply with a micro
 // error header (Nats-Service-Error-Code) fails the node, transiently for codes of
 // 500 and more. The provider defaults to the subject.
+//
+// The request is sent with the worker's credentials, so subjects that reach NATS's
+// own APIs ($JS., $KV., $SYS., $SRV., $O. and any other $ subject, _INBOX.) and
+// flowguard's (the worker's subject prefix: emergency commands, orders...) are
+// refused: when the subject is written in the definition, at compile time; when it
+// is rendered from placeholders, at run time.
 type NATSRequest struct {
 	// Conn makes the requests; nil registers the type to check definitions only.
 	Conn    *nats.Conn
 	Secrets *Secrets
+	// Prefix is the subject prefix of the worker's own subjects, refused as
+	// destinations; empty means contract.DefaultPrefix.
+	Prefix string
 }
 
 type natsRequestConfig struct {
@@ -52,6 +63,7 @@ type natsAnswer struct {
 type natsRequestRunner struct {
 	conn     *nats.Conn
 	provider string
+	prefix   string
 	subject  *Template
 	call
 }
@@ -65,17 +77,22 @@ func (t NATSRequest) Compile(n workflow.Node) (Runner, error) {
 	if cfg.Subject == "" {
 		return nil, fmt.Errorf("config.subject is required, for example \"md.quote\"")
 	}
-	r := &natsRequestRunner{conn: t.Conn}
+	r := &natsRequestRunner{conn: t.Conn, prefix: cmp.Or(t.Prefix, contract.DefaultPrefix)}
 	var err error
 	if r.subject, err = compileTemplate(cfg.Subject); err != nil {
 		return nil, fmt.Errorf("config.subject: %v", err)
 	}
 	derived := ""
 	if r.subject.literal() {
-		if err := checkSubject(cfg.Subject); err != nil {
+		if err := checkSubject(cfg.Subject, r.prefix); err != nil {
 			return nil, fmt.Errorf("config.subject: %v", err)
 		}
 		derived = cfg.Subject
+	} else if first, _, ok := strings.Cut(cfg.Subject[:r.subject.firstPlaceholder()], "."); ok {
+		// The first token is written out: a reserved one is refused now.
+		if err := checkDestination(cfg.Subject, first, r.prefix); err != nil {
+			return nil, fmt.Errorf("config.subject: %v", err)
+		}
 	}
 	if r.provider, err = providerName(n, derived, "config.subject"); err != nil {
 		return nil, err
@@ -87,14 +104,28 @@ func (t NATSRequest) Compile(n workflow.Node) (Runner, error) {
 }
 
 // checkSubject requires a subject a request can be sent to: tokens separated by
-// dots, no wildcard, no white space.
-func checkSubject(s string) error {
-	for _, tok := range strings.Split(s, ".") {
+// dots, no wildcard, no white space, and not a subject of NATS's or the worker's
+// own (see checkDestination).
+func checkSubject(s, prefix string) error {
+	tokens := strings.Split(s, ".")
+	for _, tok := range tokens {
 		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n") {
 			return fmt.Errorf("subject %q is not one a request can be sent to: use dot-separated tokens without wildcards or spaces", s)
 		}
 	}
-	return nil
+	return checkDestination(s, tokens[0], prefix)
+}
+
+// checkDestination refuses a subject whose first token is reserved: a $ subject
+// (the JetStream, key-value, object store, system and service APIs), _INBOX (replies
+// to other clients), or the worker's prefix (emergency commands, orders, requests).
+// A workflow, which a bot may send inline, must not drive them with the worker's
+// credentials.
+func checkDestination(s, first, prefix string) error {
+	if !strings.HasPrefix(first, "$") && first != "_INBOX" && first != prefix {
+		return nil
+	}
+	return fmt.Errorf("subject %q is reserved: subjects under $ (such as $JS., $KV., $SYS., $SRV., $O.), _INBOX. and %s. reach the APIs of NATS and of flowguard itself, which a workflow may not call with the worker's credentials; send requests to your own service's subjects (for example md.quote), and use the publisher or a NATS client with its own credentials for flowguard's", s, prefix)
 }
 
 // Provider implements Provider.
@@ -117,7 +148,7 @@ func (r *natsRequestRunner) run(ctx context.Context, in Input) (map[string]any, 
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSubject(subject); err != nil {
+	if err := checkSubject(subject, r.prefix); err != nil {
 		return nil, Permanent(KindInvalidCall, err)
 	}
 	msg := nats.NewMsg(subject)

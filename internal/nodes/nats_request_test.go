@@ -1,6 +1,7 @@
 package nodes
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"reflect"
@@ -104,5 +105,55 @@ func TestNATSRequestFailures(t *testing.T) {
 	_, err = run(t, r)
 	if KindOf(err) != KindInvalidCall || IsTransient(err) {
 		t.Errorf("wildcard subject at run time: %v", err)
+	}
+}
+
+// A workflow, which a bot may send inline, runs with the worker's NATS rights: the
+// subjects of NATS's APIs and of flowguard itself are refused, written out at
+// compile time and rendered at run time.
+func TestNATSRequestRefusesReservedSubjects(t *testing.T) {
+	for _, tc := range []struct {
+		prefix, subject string
+		refused         bool
+	}{
+		{"", "flow.emergency.global", true},
+		{"", "flow.orders.b1", true},
+		{"", "$JS.API.STREAM.DELETE.FLOW_EMERGENCY", true},
+		{"", "$KV.flow_risk.limits.global", true},
+		{"", "$SYS.REQ.SERVER.PING", true},
+		{"", "$SRV.PING", true},
+		{"", "$O.files.chunks", true},
+		{"", "_INBOX.abc", true},
+		{"", "flow.emergency.${inputs.scope}", true},
+		{"", "$KV.${inputs.bucket}.x", true},
+		{"desk", "desk.emergency.global", true},
+		{"desk", "flow.emergency.global", false},
+		{"", "md.quote", false},
+		{"", "flowx.quote", false},
+		{"", "md.${inputs.symbol}", false},
+		{"", "${inputs.subject}", false},
+	} {
+		reg := NewRegistry()
+		reg.Register(TypeNATSRequest, NATSRequest{Prefix: tc.prefix})
+		_, err := compileNode(t, reg, workflow.Node{Type: TypeNATSRequest, Provider: "p", Config: []byte(`{"subject": "` + tc.subject + `"}`)})
+		refused := err != nil && strings.Contains(err.Error(), "is reserved") && strings.Contains(err.Error(), "worker's credentials")
+		if refused != tc.refused || (err != nil && !refused) {
+			t.Errorf("prefix %q, subject %s: err %v, want refused %v", tc.prefix, tc.subject, err, tc.refused)
+		}
+	}
+
+	srv := natstest.Start(t)
+	reg := natsRegistry(t, natstest.Connect(t, srv.URL()))
+	r, err := compileNode(t, reg, workflow.Node{Type: TypeNATSRequest, Provider: "p", Config: []byte(`{"subject": "${inputs.subject}", "body": {"action": "resume"}}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, subject := range []string{"flow.emergency.global", "$KV.flow_state.workflow.w.latest_execution", "$JS.API.STREAM.DELETE.FLOW_EMERGENCY"} {
+		env := testEnv()
+		env.Inputs["subject"] = subject
+		_, err := r.Run(context.Background(), Input{Env: env, Attempt: 1})
+		if KindOf(err) != KindInvalidCall || IsTransient(err) || !strings.Contains(err.Error(), "is reserved") {
+			t.Errorf("%s at run time: %v (kind %s), want a permanent invalid_call saying it is reserved", subject, err, KindOf(err))
+		}
 	}
 }

@@ -23,7 +23,8 @@ type MetricsUpdater interface {
 //	  "custom": {"open_orders": "nodes.account.open_orders"}}}
 //
 // Every field is an expression and optional: pnl is added to the trading day's PnL,
-// the others are set.
+// the others are set. The update's id is <execution_id>.<node_id>, so that a node
+// replayed after a crash does not add its PnL twice.
 type RiskUpdate struct {
 	Metrics MetricsUpdater
 }
@@ -41,6 +42,7 @@ type riskUpdateConfig struct {
 
 type riskUpdateRunner struct {
 	metrics                    MetricsUpdater
+	nodeID                     string
 	pnl, equity                *Expression
 	symbol, quantity, notional *Expression
 	customNames                []string
@@ -53,7 +55,7 @@ func (t RiskUpdate) Compile(n workflow.Node) (Runner, error) {
 	if err := decodeConfig(n.Config, &cfg); err != nil {
 		return nil, err
 	}
-	r := &riskUpdateRunner{metrics: t.Metrics}
+	r := &riskUpdateRunner{metrics: t.Metrics, nodeID: n.ID}
 	optional := func(name, src string, into **Expression) error {
 		if src == "" {
 			return nil
@@ -95,7 +97,7 @@ func (r *riskUpdateRunner) Run(ctx context.Context, in Input) (Result, error) {
 	if bot == "" {
 		return Result{}, Permanent(KindNode, errors.New("risk_update needs the request's bot_id: metrics are kept per bot"))
 	}
-	u := contract.RiskUpdate{StrategyID: in.Env.Execution.StrategyID}
+	u := contract.RiskUpdate{ID: in.Env.Execution.ID + "." + r.nodeID, StrategyID: in.Env.Execution.StrategyID}
 	num := func(e *Expression) (*float64, error) {
 		if e == nil {
 			return nil, nil
@@ -147,5 +149,6 @@ func (r *riskUpdateRunner) Run(ctx context.Context, in Input) (Result, error) {
 	data, _ := json.Marshal(m)
 	var out map[string]any
 	_ = json.Unmarshal(data, &out)
+	delete(out, "applied_updates") // bookkeeping, not the bot's risk
 	return Result{Outputs: out}, nil
 }

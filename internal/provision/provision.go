@@ -24,10 +24,12 @@ const (
 	DefaultStateTTL        = 7 * 24 * time.Hour
 	DefaultOrdersMaxAge    = 30 * 24 * time.Hour
 	DefaultDLQMaxAge       = 30 * 24 * time.Hour
-	workflowHistory        = 16
 	riskHistory            = 16
 	breakersHistory        = 16
 )
+
+// WorkflowHistory is how many versions of each workflow flow_workflows keeps.
+const WorkflowHistory = 16
 
 // ErrConflict is matched by the error returned when a stream or bucket exists with a
 // configuration flowguard cannot use.
@@ -160,7 +162,7 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (*Buckets, er
 	}
 	if b.Workflows, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: contract.BucketWorkflows, Description: "flowguard workflow definitions; the revision is the version",
-		History: workflowHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
+		History: WorkflowHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
 	}); err != nil {
 		return nil, err
 	}

@@ -20,6 +20,11 @@ type Options struct {
 	// RetryAfter returns the wait a failure asks for, such as an HTTP 429's
 	// Retry-After; 0 when none. Default: none.
 	RetryAfter func(error) time.Duration
+	// Unrepeatable reports failures after which the call may have taken effect,
+	// such as an HTTP POST that timed out or met a 5xx: they count in the breaker
+	// like other transient failures, but are not retried, since a second call
+	// could place a second order. Default: none.
+	Unrepeatable func(error) bool
 	// OnStateChange is the listener of breaker state changes. It runs under the
 	// breaker's lock: it must not block nor call back into the chain.
 	OnStateChange func(StateChange)
@@ -30,9 +35,10 @@ type Options struct {
 // Chain runs the calls of provider nodes. It is safe for concurrent use; its
 // breakers are shared by every call. Each call goes through, outer to inner:
 //
-//	retry        one backoff per call; only transient failures are retried; stops
-//	             at MaxAttempts, or rather than wait past ctx's deadline (the
-//	             workflow timeout); each retry is reported to Call.OnRetry
+//	retry        one backoff per call; only transient failures are retried, and
+//	             not unrepeatable ones; stops at MaxAttempts, or rather than wait
+//	             past ctx's deadline (the workflow timeout); each retry is
+//	             reported to Call.OnRetry
 //	breaker      the provider's circuit breaker and holds: when open, the attempt
 //	             fails with a *CircuitOpenError, no call is made, no retry follows
 //	timeout      each attempt under Call.Timeout; expiry is a *TimeoutError
@@ -41,11 +47,12 @@ type Options struct {
 // so every attempt counts once in its breaker, and a timed-out attempt counts as a
 // failure. The chain never logs: listeners do.
 type Chain struct {
-	settings   Settings
-	breakers   *Breakers
-	transient  func(error) bool
-	retryAfter func(error) time.Duration
-	newTimer   func() Timer
+	settings     Settings
+	breakers     *Breakers
+	transient    func(error) bool
+	retryAfter   func(error) time.Duration
+	unrepeatable func(error) bool
+	newTimer     func() Timer
 }
 
 // New returns a chain; it fails when the settings are invalid.
@@ -53,9 +60,12 @@ func New(o Options) (*Chain, error) {
 	if err := o.Settings.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Chain{settings: o.Settings, transient: o.Transient, retryAfter: o.RetryAfter, newTimer: o.NewTimer}
+	c := &Chain{settings: o.Settings, transient: o.Transient, retryAfter: o.RetryAfter, unrepeatable: o.Unrepeatable, newTimer: o.NewTimer}
 	if c.transient == nil {
 		c.transient = func(error) bool { return false }
+	}
+	if c.unrepeatable == nil {
+		c.unrepeatable = func(error) bool { return false }
 	}
 	if c.retryAfter == nil {
 		c.retryAfter = func(error) time.Duration { return 0 }
@@ -121,6 +131,8 @@ func (c *Chain) Do(ctx context.Context, call Call, op func(ctx context.Context, 
 			return backoff.Permanent(b.openError(false))
 		case errors.Is(err, gobreaker.ErrTooManyRequests):
 			return backoff.Permanent(b.openError(true))
+		case c.unrepeatable(err):
+			return backoff.Permanent(err) // counted in the breaker, not repeated
 		}
 		sched.retryAfter = c.retryAfter(err)
 		return err

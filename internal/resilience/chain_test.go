@@ -3,16 +3,19 @@ package resilience
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 )
 
-// transientErr and permanentErr stand for a node's classified failures.
+// transientErr, permanentErr and unrepeatableErr stand for a node's classified
+// failures; unrepeatableErr is transient, but the call may have taken effect.
 var (
-	transientErr = errors.New("HTTP 503 from the provider")
-	permanentErr = errors.New("HTTP 400 from the provider")
+	transientErr    = errors.New("HTTP 503 from the provider")
+	permanentErr    = errors.New("HTTP 400 from the provider")
+	unrepeatableErr = errors.New("HTTP 502 after a POST")
 )
 
 // waitAfter is a failure that asks for a wait, like an HTTP 429 with Retry-After.
@@ -58,8 +61,11 @@ func newFixture(t testing.TB, s Settings) *fixture {
 	t.Helper()
 	f := &fixture{}
 	chain, err := New(Options{
-		Settings:  s,
-		Transient: func(err error) bool { return errors.Is(err, transientErr) || errors.As(err, new(*waitAfter)) },
+		Settings: s,
+		Transient: func(err error) bool {
+			return errors.Is(err, transientErr) || errors.Is(err, unrepeatableErr) || errors.As(err, new(*waitAfter))
+		},
+		Unrepeatable: func(err error) bool { return errors.Is(err, unrepeatableErr) },
 		RetryAfter: func(err error) time.Duration {
 			if w, ok := errors.AsType[*waitAfter](err); ok {
 				return w.d
@@ -225,6 +231,32 @@ func TestAttemptTimeoutIsRetriedAndCountsAsFailure(t *testing.T) {
 	}
 	if st := f.chain.Breakers().State("slow"); st != StateOpen {
 		t.Errorf("breaker %s after 2 timeouts with threshold 2, want open", st)
+	}
+}
+
+func TestUnrepeatableFailureCountsButIsNotRetried(t *testing.T) {
+	s := testSettings()
+	s.Breaker.Threshold = 2
+	f := newFixture(t, s)
+	retry := RetrySettings{MaxAttempts: 3, MinWait: time.Millisecond, MaxWait: time.Millisecond, Multiplier: 1}
+	op, calls := script(unrepeatableErr)
+	attempts, err := f.chain.Do(context.Background(), f.call(retry), op)
+	if attempts != 1 || *calls != 1 || !errors.Is(err, unrepeatableErr) {
+		t.Fatalf("attempts %d, calls %d, err %v; want one attempt", attempts, *calls, err)
+	}
+	// A timed-out attempt that may have taken effect is not repeated either.
+	slow := func(ctx context.Context, _ int) error {
+		<-ctx.Done()
+		return fmt.Errorf("%w: %w", unrepeatableErr, ctx.Err())
+	}
+	call := f.call(retry)
+	call.Timeout = 10 * time.Millisecond
+	attempts, err = f.chain.Do(context.Background(), call, slow)
+	if attempts != 1 || !errors.Is(err, ErrAttemptTimeout) {
+		t.Fatalf("attempts %d, err %v; want one timed-out attempt", attempts, err)
+	}
+	if st := f.chain.Breakers().State("exchange"); st != StateOpen {
+		t.Errorf("breaker %s after 2 unrepeatable failures with threshold 2, want open", st)
 	}
 }
 

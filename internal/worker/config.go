@@ -54,6 +54,10 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxParallelNodes bounds the nodes of one execution that run at once.
 	MaxParallelNodes int
+	// RefuseInlineWorkflows rejects requests that carry a workflow definition
+	// (invalid_request): only deployed workflows run. An inline workflow runs with
+	// the worker's NATS rights and network reach.
+	RefuseInlineWorkflows bool
 
 	Resilience ResilienceConfig
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
 
@@ -35,8 +36,8 @@ func newPlans(store *kvstate.Store, registry *nodes.Registry) *plans {
 }
 
 // deployed returns the plan of a deployed workflow: its latest version when version
-// is 0. A missing or invalid workflow is a *contract.Rejection; other errors are
-// transient.
+// is 0. A missing or invalid workflow, or a version no longer kept, is a
+// *contract.Rejection; other errors are transient.
 func (p *plans) deployed(ctx context.Context, id string, version uint64) (*executor.Plan, error) {
 	if version != 0 {
 		if plan := p.cached(planKey{id, version}); plan != nil {
@@ -44,6 +45,11 @@ func (p *plans) deployed(ctx context.Context, id string, version uint64) (*execu
 		}
 	}
 	data, rev, err := p.store.Workflow(ctx, id, version)
+	if errors.Is(err, kvstate.ErrNotFound) && version != 0 {
+		return nil, contract.Reject(contract.KindWorkflowVersionGone,
+			"workflow %q version %d, on which this execution started, is no longer stored: flow_workflows keeps only the last %d versions of a workflow, so it cannot resume; publish a new request (a new request_id) to run the current version",
+			id, version, provision.WorkflowHistory)
+	}
 	if errors.Is(err, kvstate.ErrNotFound) {
 		return nil, contract.Reject(contract.KindUnknownWorkflow,
 			"workflow %q is not deployed: deploy it (publisher deploy FILE) or send the definition inline in the request's workflow field", id)

@@ -22,6 +22,8 @@ const (
 	KindRiskLimit        = "risk_limit"
 	KindEmergencyUnknown = "emergency_state_unknown"
 	KindOrderUnknown     = "order_state_unknown"
+	// KindRiskUnknown: the risk limits are not loaded yet; the order is retried.
+	KindRiskUnknown = "risk_state_unknown"
 )
 
 // scopesOf returns the emergency scopes covering an execution.
@@ -89,11 +91,21 @@ func (g guard) Watch(x *executor.Execution, cancel context.CancelCauseFunc) func
 
 // desk checks orders against the emergency state and the risk limits, and places them.
 type desk struct {
-	ctrl            *emergency.Controller
-	risk            *emergency.Risk
+	ctrl            tradeGate
+	risk            orderChecker
 	pub             *publish.Publisher
 	store           *kvstate.Store
 	duplicateWindow time.Duration
+}
+
+// tradeGate says whether the emergency state lets an order through (emergency.Controller).
+type tradeGate interface {
+	CanTrade(s emergency.Scopes, reduceOnly bool) error
+}
+
+// orderChecker checks an order against the risk limits (emergency.Risk).
+type orderChecker interface {
+	CheckOrder(ctx context.Context, o *contract.OrderIntent) error
 }
 
 func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
@@ -113,7 +125,11 @@ func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	case err != nil:
 		return err
 	}
-	if err := d.risk.CheckOrder(ctx, o); err != nil {
+	err = d.risk.CheckOrder(ctx, o)
+	switch {
+	case errors.Is(err, emergency.ErrRiskUnknown):
+		return nodes.Transient(KindRiskUnknown, err)
+	case err != nil:
 		return nodes.Permanent(KindRiskLimit, err)
 	}
 	return nil

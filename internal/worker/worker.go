@@ -85,7 +85,8 @@ func New(cfg Config, log zerolog.Logger) (*Worker, error) {
 func (w *Worker) Ready() bool { return w.Readiness() == nil }
 
 // Readiness says why the worker is not ready: not started, not connected to NATS,
-// consumer not bound, or the emergency state not confirmed.
+// consumer not bound, the emergency state not confirmed, or the risk limits not
+// loaded.
 func (w *Worker) Readiness() error {
 	switch {
 	case !w.ready.Load():
@@ -96,6 +97,8 @@ func (w *Worker) Readiness() error {
 		return errors.New("request consumer not bound")
 	case !w.ctrl.Ready():
 		return emergency.ErrStale
+	case !w.risk.Ready():
+		return emergency.ErrRiskUnknown
 	}
 	return nil
 }
@@ -166,7 +169,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		Str("profile", w.cfg.Resilience.Profile).Dur("node_timeout", rs.Timeout).Int("retry_attempts", rs.Retry.MaxAttempts).
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
 		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
-		Strs("secret_env", w.secrets.Names()).Msg("worker started")
+		Strs("secret_env", w.secrets.Names()).Bool("inline_workflows", !w.cfg.RefuseInlineWorkflows).Msg("worker started")
 	w.consumer.Run(ctx)
 	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
 		w.log.Warn().Err(derr).Msg("drain connection")
@@ -235,7 +238,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 		WorkerID: w.cfg.WorkerID, Scope: w.cfg.Resilience.BreakerScope, Subjects: w.subjects, OpenTime: settings.Breaker.OpenTime,
 	}, w.log)
 	chain, err := resilience.New(resilience.Options{
-		Settings: settings, Transient: nodes.IsTransient, RetryAfter: nodes.RetryAfterOf,
+		Settings: settings, Transient: nodes.IsTransient, RetryAfter: nodes.RetryAfterOf, Unrepeatable: nodes.IsUnrepeatable,
 		OnStateChange: func(c resilience.StateChange) {
 			w.breakers.Notify(c)
 			w.metrics.BreakerState(c.Provider, breakerLevel[c.To])
@@ -250,7 +253,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	}
 	registry := nodes.NewRegistry()
 	registry.Register(nodes.TypeHTTP, nodes.HTTP{Client: &http.Client{}, Secrets: w.secrets})
-	registry.Register(nodes.TypeNATSRequest, nodes.NATSRequest{Conn: nc, Secrets: w.secrets})
+	registry.Register(nodes.TypeNATSRequest, nodes.NATSRequest{Conn: nc, Secrets: w.secrets, Prefix: w.cfg.Prefix})
 	w.execStreamTag = strconv.FormatInt(execStream.CachedInfo().Created.Unix(), 36)
 	w.nc = nc
 	w.js = js
@@ -298,11 +301,14 @@ func (w *Worker) awaitEmergencyState(ctx context.Context) {
 	}
 }
 
-// canStart gates fetching: while the emergency state is unconfirmed, requests stay
-// in the stream.
+// canStart gates fetching: while the emergency state is unconfirmed or the risk
+// limits are not loaded, requests stay in the stream.
 func (w *Worker) canStart() error {
-	if w.ctrl.Ready() {
-		return nil
+	switch {
+	case !w.ctrl.Ready():
+		return emergency.ErrStale
+	case !w.risk.Ready():
+		return emergency.ErrRiskUnknown
 	}
-	return emergency.ErrStale
+	return nil
 }

@@ -1,0 +1,153 @@
+package emergency
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/natstest"
+)
+
+// newTestRisk is a Risk with configured limits and no NATS, as if its watch had
+// loaded an empty bucket: enough for CheckOrder while no limit halts (it would
+// need the controller).
+func newTestRisk(t *testing.T, limits map[string][]contract.RiskLimit) *Risk {
+	t.Helper()
+	r, err := NewRisk(nil, nil, nil, RiskConfig{Limits: limits}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.ready.Store(true)
+	return r
+}
+
+// scriptedKV is a flow_risk bucket whose watches the test drives: each WatchAll
+// returns the next channel of watches.
+type scriptedKV struct {
+	jetstream.KeyValue
+	watches chan chan jetstream.KeyValueEntry
+}
+
+func (kv *scriptedKV) WatchAll(context.Context, ...jetstream.WatchOpt) (jetstream.KeyWatcher, error) {
+	return channelWatcher(<-kv.watches), nil
+}
+
+type channelWatcher chan jetstream.KeyValueEntry
+
+func (w channelWatcher) Updates() <-chan jetstream.KeyValueEntry { return w }
+func (w channelWatcher) Stop() error                             { return nil }
+
+// Orders are not checked against limits that are not loaded: not before the watch
+// delivered the bucket's initial values, nor while a broken watch is rebuilt.
+func TestOrdersWaitUntilTheRiskLimitsAreLoaded(t *testing.T) {
+	kv := &scriptedKV{watches: make(chan chan jetstream.KeyValueEntry)}
+	r, err := NewRisk(kv, nil, nil, RiskConfig{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	buy := &contract.OrderIntent{BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 1, ReferencePrice: 65000}
+	ready := func(want bool) {
+		t.Helper()
+		natstest.WaitFor(t, 5*time.Second, func() error {
+			if r.Ready() != want {
+				return fmt.Errorf("Ready() = %v, want %v", !want, want)
+			}
+			return nil
+		})
+		err := r.CheckOrder(ctx, buy)
+		if want && err != nil || !want && !errors.Is(err, ErrRiskUnknown) {
+			t.Fatalf("ready %v: CheckOrder = %v", want, err)
+		}
+	}
+
+	ready(false)
+	first := make(chan jetstream.KeyValueEntry, 1)
+	kv.watches <- first
+	ready(false) // watching, the initial values not yet in
+	first <- nil
+	ready(true)
+	close(first) // the watch breaks
+	ready(false)
+	second := make(chan jetstream.KeyValueEntry, 1)
+	kv.watches <- second
+	second <- nil
+	ready(true)
+	if msg := ErrRiskUnknown.Error(); !strings.Contains(msg, "not loaded yet") || !strings.Contains(msg, "retried") {
+		t.Errorf("ErrRiskUnknown says %q", msg)
+	}
+}
+
+// A market order without a price cannot be valued against a notional limit: it is
+// refused, and not counted as a breach (no halt, even with auto_halt).
+func TestOrderWithoutPriceIsRefusedUnderANotionalLimit(t *testing.T) {
+	r := newTestRisk(t, map[string][]contract.RiskLimit{
+		"bot.b1": {{ID: "btc-notional", Type: contract.LimitPositionSize, Basis: "notional", Symbol: "BTCUSDT", Threshold: 100000, AutoHalt: true}},
+	})
+	order := func(bot, symbol string, price float64, reduceOnly bool) *contract.OrderIntent {
+		return &contract.OrderIntent{BotID: bot, Symbol: symbol, Side: contract.SideBuy, Quantity: 1, Type: contract.OrderTypeMarket, ReferencePrice: price, ReduceOnly: reduceOnly}
+	}
+	err := r.CheckOrder(context.Background(), order("b1", "BTCUSDT", 0, false))
+	var re *RiskError
+	if !errors.As(err, &re) || re.Halted || !strings.Contains(err.Error(), "btc-notional") ||
+		!strings.Contains(err.Error(), "cannot be valued") || !strings.Contains(err.Error(), "reference_price") {
+		t.Fatalf("unpriced order: %v, want a RiskError saying it cannot be valued", err)
+	}
+	for _, o := range []*contract.OrderIntent{
+		order("b1", "BTCUSDT", 65000, false), // priced, within the limit
+		order("b1", "ETHUSDT", 0, false),     // another symbol
+		order("b2", "BTCUSDT", 0, false),     // another bot
+		order("b1", "BTCUSDT", 0, true),      // reduce-only
+	} {
+		if err := r.CheckOrder(context.Background(), o); err != nil {
+			t.Errorf("%+v: %v", o, err)
+		}
+	}
+}
+
+// Limits are checked against each bot's metrics, which name its strategy but no
+// workflow: limits of a workflow scope would never apply, so they are refused.
+func TestRiskLimitsOfAWorkflowScopeAreRefused(t *testing.T) {
+	for scope, ok := range map[string]bool{"global": true, "bot.b1": true, "strategy.s1": true, "workflow.trade": false, "desk": false} {
+		if err := CheckLimitScope(scope); (err == nil) != ok || err != nil && !strings.Contains(err.Error(), "bot.<id> or strategy.<id>") {
+			t.Errorf("CheckLimitScope(%s) = %v", scope, err)
+		}
+	}
+	_, err := NewRisk(nil, nil, nil, RiskConfig{Limits: map[string][]contract.RiskLimit{
+		"workflow.trade": {{ID: "loss", Type: contract.LimitDailyLoss, Threshold: 100}},
+	}}, zerolog.Nop())
+	if err == nil || !strings.Contains(err.Error(), "workflow.trade") {
+		t.Errorf("limits of workflow.trade configured: %v", err)
+	}
+}
+
+// The worker's --risk-limits file is checked like the limits in KV, scope by scope.
+func TestParseLimitsByScope(t *testing.T) {
+	limits, err := ParseLimitsByScope([]byte(`{"global": [{"id": "loss", "type": "daily_loss", "threshold": 1000, "auto_halt": true}],
+		"bot.b1": [{"id": "btc", "type": "position_size", "symbol": "BTCUSDT", "threshold": 2}]}`))
+	if err != nil || len(limits) != 2 || !limits["global"][0].AutoHalt || limits["bot.b1"][0].Symbol != "BTCUSDT" {
+		t.Fatalf("limits %+v, err %v", limits, err)
+	}
+	for _, tc := range []struct{ file, want string }{
+		{`{"bot.b1": [{"id": "loss", "type": "daily_loss", "threshold": 1000, "autohalt": true}]}`, "scope bot.b1: risk limits does not match"},
+		{`{"global": [{"id": "loss", "type": "daily_los", "threshold": 1000}]}`, "scope global"},
+		{`{"global": [{"id": "loss", "type": "daily_loss", "threshold": 1000}, {"id": "loss", "type": "drawdown_pct", "threshold": 10}]}`, "duplicate"},
+		{`{"global": {"id": "loss"}}`, "scope global"},
+		{`{"workflow.trade": []}`, "workflow.<id> scope"},
+		{`[{"id": "loss"}]`, "cannot unmarshal"},
+	} {
+		if _, err := ParseLimitsByScope([]byte(tc.file)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error containing %q", tc.file, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,37 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
+	"github.com/flowguard/flowguard/internal/nodes"
+)
+
+type openGate struct{}
+
+func (openGate) CanTrade(emergency.Scopes, bool) error { return nil }
+
+type refusing struct{ err error }
+
+func (r refusing) CheckOrder(context.Context, *contract.OrderIntent) error { return r.err }
+
+// Risk limits not loaded yet are a transient refusal (the order node retries); a
+// breached limit is permanent.
+func TestDeskClassifiesRiskRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		kind      string
+		transient bool
+	}{
+		{emergency.ErrRiskUnknown, KindRiskUnknown, true},
+		{&emergency.RiskError{Breach: &emergency.Breach{Scope: "global", BotID: "b1", Limit: contract.RiskLimit{ID: "loss", Type: contract.LimitDailyLoss}}}, KindRiskLimit, false},
+	} {
+		err := desk{ctrl: openGate{}, risk: refusing{tc.err}}.CheckOrder(context.Background(), &contract.OrderIntent{BotID: "b1"})
+		if !errors.Is(err, tc.err) || nodes.KindOf(err) != tc.kind || nodes.IsTransient(err) != tc.transient {
+			t.Errorf("%v: kind %s, transient %v; want %s, %v", err, nodes.KindOf(err), nodes.IsTransient(err), tc.kind, tc.transient)
+		}
+	}
+}

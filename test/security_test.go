@@ -1,0 +1,73 @@
+package test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flowguard/flowguard/internal/client"
+	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/worker"
+)
+
+// An inline workflow must not drive the control plane with the worker's NATS
+// rights: a nats_request to the worker's own subjects (here under the prefix
+// desk) is refused, written out or rendered from the inputs.
+func TestNATSRequestCannotReachTheWorkersOwnSubjects(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", func(c *worker.Config) { c.Prefix = "desk" })
+	desk, err := client.New(h.nc, "desk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	literal := `{"id": "resume-literal", "nodes": [{"id": "call", "type": "nats_request",
+	  "config": {"subject": "desk.emergency.global", "body": {"action": "resume"}}}]}`
+	if _, err := desk.Validate([]byte(literal)); err == nil || !strings.Contains(err.Error(), "reserved") {
+		t.Errorf("the publisher accepted a request to desk.emergency.global: %v", err)
+	}
+	templated := `{"id": "resume-templated", "nodes": [{"id": "call", "type": "nats_request", "provider": "p",
+	  "config": {"subject": "${inputs.subject}", "body": {"action": "resume"}}}]}`
+
+	id := h.submitWith(desk, &contract.Request{WorkflowID: "resume-literal", Workflow: []byte(literal)})
+	st := h.waitStatus("resume-literal", id, 10*time.Second)
+	if st.Error == nil || st.Error.Kind != contract.KindInvalidWorkflow || !strings.Contains(st.Error.Message, "reserved") {
+		t.Errorf("inline literal subject: %s %+v, want rejected as invalid_workflow", st.Status, st.Error)
+	}
+	id = h.submitWith(desk, &contract.Request{WorkflowID: "resume-templated", Workflow: []byte(templated),
+		Inputs: map[string]any{"subject": "desk.emergency.global"}})
+	st = h.waitStatus("resume-templated", id, 10*time.Second)
+	if st.Status != contract.StatusFailed || st.Error.Kind != nodes.KindInvalidCall || !strings.Contains(st.Error.Message, "reserved") {
+		t.Errorf("rendered subject: %s %+v, want failed with invalid_call", st.Status, st.Error)
+	}
+	if cmds := h.messages(contract.StreamEmergency, "desk.emergency.>"); len(cmds) != 0 {
+		t.Errorf("a workflow stored %d emergency commands", len(cmds))
+	}
+}
+
+// submitWith publishes a request with another client (another prefix).
+func (h *harness) submitWith(c *client.Client, req *contract.Request) string {
+	h.t.Helper()
+	id, err := c.Submit(h.ctx, req)
+	if err != nil {
+		h.t.Fatalf("submit: %v", err)
+	}
+	return id
+}
+
+func TestWorkerCanRefuseInlineWorkflows(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", func(c *worker.Config) { c.RefuseInlineWorkflows = true })
+	h.deploy(quickWorkflow)
+
+	id := h.submit(&contract.Request{WorkflowID: "quick", Workflow: []byte(quickWorkflow)})
+	st := h.waitStatus("quick", id, 10*time.Second)
+	if st.Error == nil || st.Error.Kind != contract.KindInvalidRequest || !strings.Contains(st.Error.Message, "inline workflow definitions are disabled on this worker") {
+		t.Errorf("inline request: %s %+v, want rejected as invalid_request", st.Status, st.Error)
+	}
+	h.waitEvent("quick", id, contract.ExecutionRejected, "", time.Second)
+	id = h.submit(&contract.Request{WorkflowID: "quick"})
+	if st := h.waitStatus("quick", id, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Errorf("deployed workflow: %s %+v", st.Status, st.Error)
+	}
+}
