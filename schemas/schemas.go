@@ -32,6 +32,7 @@ const (
 	Result           = "result"
 	Checkpoint       = "checkpoint"
 	OrderIntent      = "order-intent"
+	OrderMark        = "order-mark"
 	RiskLimits       = "risk-limits"
 	RiskMetrics      = "risk-metrics"
 	BreakerState     = "breaker-state"

@@ -16,6 +16,7 @@ import (
 	"github.com/flowguard/flowguard/internal/natstest"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/worker"
+	"github.com/flowguard/flowguard/schemas"
 )
 
 // longWorkflow has a node that waits 30 s: a halt must interrupt it.
@@ -399,6 +400,13 @@ func TestReplayedOrderNodeOrdersOnce(t *testing.T) {
 	}
 	if orders := h.messages(contract.StreamOrders, "flow.orders.b1"); len(orders) != 1 {
 		t.Fatalf("%d order intents for one order node, want 1", len(orders))
+	}
+	mark, err := h.stateKV().Get(h.ctx, contract.OrderMarkKey("trade", id, "buy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := schemas.ValidateJSON(schemas.OrderMark, mark.Value()); err != nil || !strings.Contains(string(mark.Value()), `"placed"`) {
+		t.Errorf("order mark %s: %v", mark.Value(), err)
 	}
 }
 

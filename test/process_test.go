@@ -256,3 +256,37 @@ func TestBreakerCommandsEndToEnd(t *testing.T) {
 		t.Errorf("worker exited %d on SIGTERM", code)
 	}
 }
+
+// TestWorkerSettingsPrecedence checks that flags win over environment variables,
+// which win over the --config file.
+func TestWorkerSettingsPrecedence(t *testing.T) {
+	workerBin, _ := binaries(t)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "worker.json")
+	if err := os.WriteFile(config, []byte(`{"profile": "production", "concurrency": 3, "worker_id": "from-file"}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	url := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cmd := exec.Command(workerBin, "--config", config, "--listen", url, "--data-dir", filepath.Join(dir, "data"),
+		"--log-format", "json", "--worker-id", "from-flag")
+	cmd.Env = append(os.Environ(), "FLOWGUARD_PROFILE=staging", "FLOWGUARD_WORKER_ID=from-env")
+	p := &proc{cmd: cmd, out: &lockedBuffer{}, done: make(chan struct{})}
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.err = cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-p.done })
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		if !strings.Contains(p.out.String(), `"message":"worker started"`) {
+			return errors.New("worker not started")
+		}
+		return nil
+	})
+	out := p.out.String()
+	for _, want := range []string{`"profile":"staging"`, `"concurrency":3`, `"worker_id":"from-flag"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("start log lacks %s:\n%s", want, out)
+		}
+	}
+}

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -77,7 +78,7 @@ func main() {
 	kong.Parse(&c,
 		kong.Name("worker"),
 		kong.Description("Runs flowguard workflows from NATS JetStream execution requests."),
-		kong.Configuration(kong.JSON),
+		kong.Configuration(configFile),
 	)
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
@@ -130,6 +131,23 @@ func run(c cli) error {
 		stop() // a second signal terminates at once
 	}()
 	return w.Run(ctx)
+}
+
+// configFile reads the --config file. Environment variables win over it, and flags
+// over both: kong's resolvers alone would let the file win over the environment.
+func configFile(r io.Reader) (kong.Resolver, error) {
+	file, err := kong.JSON(r)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	return kong.ResolverFunc(func(ctx *kong.Context, parent *kong.Path, flag *kong.Flag) (any, error) {
+		for _, env := range flag.Tag.Envs {
+			if _, set := os.LookupEnv(env); set {
+				return nil, nil
+			}
+		}
+		return file.Resolve(ctx, parent, flag)
+	}), nil
 }
 
 // readRiskLimits reads and checks a file of risk limits by scope.

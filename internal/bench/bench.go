@@ -35,7 +35,8 @@ type Config struct {
 	// WorkerCommand starts a worker process (for recovery and memory), given extra
 	// arguments; nil skips those measurements.
 	WorkerCommand func(args ...string) *os.Process
-	// AckWait of the workers whose recovery is measured.
+	// AckWait of every worker the run starts (they share one consumer, so one
+	// value); it is the recovery time measured.
 	AckWait time.Duration
 	// Progress is told how far each step is; it may be nil.
 	Progress func(step string, done, total int)
@@ -144,7 +145,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 
 // startWorker runs a worker in this process until the returned stop is called.
 func (e *env) startWorker(ctx context.Context, id string, concurrency int) (stop func(), err error) {
-	cfg := worker.Config{WorkerID: id, Consumer: consumer.Config{Concurrency: concurrency, MaxAckPending: max(consumer.DefaultMaxAckPending, 2*concurrency)}}
+	cfg := worker.Config{WorkerID: id, Consumer: consumer.Config{Concurrency: concurrency, AckWait: e.cfg.AckWait,
+		MaxAckPending: max(consumer.DefaultMaxAckPending, 2*concurrency)}}
 	cfg.NATS.URL = e.cfg.URL
 	w, err := worker.New(cfg, zerolog.Nop())
 	if err != nil {

@@ -168,7 +168,7 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 
 // workerProcess starts a worker process and waits until it reports ready.
 func (e *env) workerProcess(ctx context.Context, id string, args ...string) (*os.Process, error) {
-	p := e.cfg.WorkerCommand(append([]string{"--worker-id", id}, args...)...)
+	p := e.cfg.WorkerCommand(append([]string{"--worker-id", id, "--ack-wait", e.cfg.AckWait.String()}, args...)...)
 	if p == nil {
 		return nil, errors.New("cannot start a worker process")
 	}
@@ -200,8 +200,7 @@ func stopProcess(p *os.Process) {
 // the last of them is resumed by another worker.
 func (e *env) recovery(ctx context.Context) (*Recovery, error) {
 	e.cfg.Progress("recovery after SIGKILL", 0, 1)
-	ackWait := e.cfg.AckWait.String()
-	victim, err := e.workerProcess(ctx, "victim", "--ack-wait", ackWait, "--concurrency", "50")
+	victim, err := e.workerProcess(ctx, "victim", "--concurrency", "50")
 	if err != nil {
 		return nil, err
 	}
@@ -233,7 +232,7 @@ func (e *env) recovery(ctx context.Context) (*Recovery, error) {
 	}); err != nil {
 		return nil, err
 	}
-	survivor, err := e.workerProcess(ctx, "survivor", "--ack-wait", ackWait, "--concurrency", "50")
+	survivor, err := e.workerProcess(ctx, "survivor", "--concurrency", "50")
 	if err != nil {
 		return nil, err
 	}
