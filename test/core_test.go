@@ -295,14 +295,5 @@ func TestBadInputIsDeadLetteredAndTheWorkerGoesOn(t *testing.T) {
 		}
 	}
 	// Nothing is left to redeliver: every request was acknowledged.
-	natstest.WaitFor(t, 5*time.Second, func() error {
-		info, err := h.js.Stream(h.ctx, contract.StreamExec)
-		if err != nil {
-			return err
-		}
-		if n := info.CachedInfo().State.Msgs; n != 0 {
-			return fmt.Errorf("%d requests still in %s", n, contract.StreamExec)
-		}
-		return nil
-	})
+	h.waitAllAcked(5 * time.Second)
 }

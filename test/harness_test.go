@@ -343,3 +343,18 @@ func (h *harness) redeliverAfterCrash(req *contract.Request, nodeID string) {
 		h.t.Fatalf("request published at %d, expected %d", seq, st.StreamSeq)
 	}
 }
+
+// waitAllAcked waits until FLOW_EXEC is empty: every request was acknowledged.
+func (h *harness) waitAllAcked(within time.Duration) {
+	h.t.Helper()
+	natstest.WaitFor(h.t, within, func() error {
+		info, err := h.js.Stream(h.ctx, contract.StreamExec)
+		if err != nil {
+			return err
+		}
+		if n := info.CachedInfo().State.Msgs; n != 0 {
+			return fmt.Errorf("%d requests not acknowledged yet", n)
+		}
+		return nil
+	})
+}

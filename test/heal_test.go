@@ -2,13 +2,11 @@ package test
 
 import (
 	"encoding/json"
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
-	"github.com/flowguard/flowguard/internal/natstest"
 )
 
 func TestWorkerRebindsWhenItsConsumerIsDeleted(t *testing.T) {
@@ -43,16 +41,7 @@ func TestRequestIDIsNotRunAgainAfterTheDuplicateWindow(t *testing.T) {
 	// duplicate window has passed; the execution's state still says it ran.
 	data, _ := json.Marshal(req)
 	h.publishRaw("flow.exec.quick", data, nil)
-	natstest.WaitFor(t, 10*time.Second, func() error {
-		info, err := h.js.Stream(h.ctx, contract.StreamExec)
-		if err != nil {
-			return err
-		}
-		if n := info.CachedInfo().State.Msgs; n != 0 {
-			return fmt.Errorf("%d requests not acknowledged yet", n)
-		}
-		return nil
-	})
+	h.waitAllAcked(10 * time.Second)
 	st, err := h.client.Status(h.ctx, "quick", id)
 	if err != nil || st.Attempt != first.Attempt || !st.FinishedAt.Equal(*first.FinishedAt) {
 		t.Errorf("status changed: %+v -> %+v (%v)", first, st, err)
@@ -81,16 +70,7 @@ func TestADuplicateOfARunningRequestIsNotRunTwice(t *testing.T) {
 	if st := h.waitStatus("slow-order", "dup-1", 15*time.Second); st.Status != contract.StatusCompleted {
 		t.Fatalf("status %s", st.Status)
 	}
-	natstest.WaitFor(t, 10*time.Second, func() error {
-		info, err := h.js.Stream(h.ctx, contract.StreamExec)
-		if err != nil {
-			return err
-		}
-		if n := info.CachedInfo().State.Msgs; n != 0 {
-			return fmt.Errorf("%d requests not acknowledged yet", n)
-		}
-		return nil
-	})
+	h.waitAllAcked(10 * time.Second)
 	started := 0
 	for _, ev := range h.events("slow-order", "dup-1") {
 		if ev.Type == contract.ExecutionStarted {

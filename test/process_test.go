@@ -125,23 +125,30 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// TestCommandsEndToEnd runs the worker binary with its embedded server and drives
-// it with the publisher binary, as the README's quickstart does.
-func TestCommandsEndToEnd(t *testing.T) {
+// embeddedWorker runs the worker binary with its embedded server on a free port,
+// waits until it consumes, and returns it with a function that runs the publisher
+// binary against it and returns its exit code and output.
+func embeddedWorker(t *testing.T, args ...string) (*proc, func(args ...string) (int, string)) {
+	t.Helper()
 	workerBin, publisherBin := binaries(t)
 	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
-	w := start(t, workerBin, "--listen", strings.TrimPrefix(url, "nats://"), "--data-dir", t.TempDir(), "--log-format", "json")
+	w := start(t, workerBin, append([]string{"--listen", strings.TrimPrefix(url, "nats://"), "--data-dir", t.TempDir(), "--log-format", "json"}, args...)...)
 	natstest.WaitFor(t, 20*time.Second, func() error {
 		if !strings.Contains(w.out.String(), "consumer bound") {
 			return errors.New("worker not consuming yet")
 		}
 		return nil
 	})
-	publisher := func(args ...string) (int, string) {
+	return w, func(args ...string) (int, string) {
 		p := start(t, publisherBin, append([]string{"--nats-url", url}, args...)...)
-		code := p.wait(t, 30*time.Second)
-		return code, p.out.String()
+		return p.wait(t, 30*time.Second), p.out.String()
 	}
+}
+
+// TestCommandsEndToEnd runs the worker binary with its embedded server and drives
+// it with the publisher binary, as the README's quickstart does.
+func TestCommandsEndToEnd(t *testing.T) {
+	w, publisher := embeddedWorker(t)
 
 	if code, out := publisher("deploy", "../examples/workflows/price-check.json"); code != 0 || !strings.Contains(out, "deployed workflow price-check") {
 		t.Fatalf("deploy: exit %d\n%s", code, out)
@@ -186,25 +193,12 @@ func TestCommandsEndToEnd(t *testing.T) {
 // the publisher binary while a worker binary runs, as an operator would for an
 // exchange's maintenance window.
 func TestBreakerCommandsEndToEnd(t *testing.T) {
-	workerBin, publisherBin := binaries(t)
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"price": 64990.5}`))
 	}))
 	defer api.Close()
-	url := fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
-	w := start(t, workerBin, "--listen", strings.TrimPrefix(url, "nats://"), "--data-dir", t.TempDir(), "--log-format", "json",
-		"--profile", "production", "--breaker-scope", "cluster")
-	natstest.WaitFor(t, 20*time.Second, func() error {
-		if !strings.Contains(w.out.String(), "consumer bound") {
-			return errors.New("worker not consuming yet")
-		}
-		return nil
-	})
-	publisher := func(args ...string) (int, string) {
-		p := start(t, publisherBin, append([]string{"--nats-url", url}, args...)...)
-		return p.wait(t, 30*time.Second), p.out.String()
-	}
+	w, publisher := embeddedWorker(t, "--profile", "production", "--breaker-scope", "cluster")
 	def := filepath.Join(t.TempDir(), "quote.json")
 	if err := os.WriteFile(def, []byte(`{"id": "quote", "nodes": [{"id": "ticker", "type": "http", "provider": "exchange",
 		"config": {"url": "`+api.URL+`/ticker", "outputs": {"price": "body.price"}}}]}`), 0o600); err != nil {

@@ -126,16 +126,7 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 		if err := e.command(ctx, scope, emergency.ActionResume); err != nil {
 			return nil, err
 		}
-		run := time.Now().UnixNano()
-		for i := range inFlight {
-			if _, err := e.client.Submit(ctx, &contract.Request{WorkflowID: wf, RequestID: fmt.Sprintf("h%d-%d", run, i)}); err != nil {
-				return nil, err
-			}
-		}
-		if err := waitFor(ctx, time.Minute, "all executions running", func() (bool, string) {
-			n := len(started.snapshot())
-			return n >= inFlight, fmt.Sprintf("%d running", n)
-		}); err != nil {
+		if err := e.submitRunning(ctx, wf, inFlight, started); err != nil {
 			return nil, err
 		}
 		t0 := time.Now()
@@ -164,6 +155,21 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 	sortDurations(lasts)
 	return &Halt{Workers: workers, InFlight: inFlight, Rounds: rounds,
 		P50MS: percentile(delays, 0.5), P99MS: percentile(delays, 0.99), MaxMS: ms(lasts[len(lasts)-1])}, nil
+}
+
+// submitRunning publishes n requests of workflow wf and waits until n of them have
+// started a node, as started records.
+func (e *env) submitRunning(ctx context.Context, wf string, n int, started *nodeEvents) error {
+	run := time.Now().UnixNano()
+	for i := range n {
+		if _, err := e.client.Submit(ctx, &contract.Request{WorkflowID: wf, RequestID: fmt.Sprintf("%s-%d-%d", wf, run, i)}); err != nil {
+			return err
+		}
+	}
+	return waitFor(ctx, 2*time.Minute, "executions running", func() (bool, string) {
+		k := len(started.snapshot())
+		return k >= n, fmt.Sprintf("%d of %d running", k, n)
+	})
 }
 
 // workerProcess starts a worker process and waits until it reports ready.
@@ -220,16 +226,7 @@ func (e *env) recovery(ctx context.Context) (*Recovery, error) {
 	}
 	defer started.sub.Unsubscribe()
 	const n = 50
-	run := time.Now().UnixNano()
-	for i := range n {
-		if _, err := e.client.Submit(ctx, &contract.Request{WorkflowID: wf, RequestID: fmt.Sprintf("r%d-%d", run, i)}); err != nil {
-			return nil, err
-		}
-	}
-	if err := waitFor(ctx, time.Minute, "executions running on the victim", func() (bool, string) {
-		k := len(started.snapshot())
-		return k >= n, fmt.Sprintf("%d running", k)
-	}); err != nil {
+	if err := e.submitRunning(ctx, wf, n, started); err != nil {
 		return nil, err
 	}
 	survivor, err := e.workerProcess(ctx, "survivor", "--concurrency", "50")
@@ -276,16 +273,7 @@ func (e *env) memory(ctx context.Context, inFlight int) (*Memory, error) {
 		return nil, err
 	}
 	defer started.sub.Unsubscribe()
-	run := time.Now().UnixNano()
-	for i := range inFlight {
-		if _, err := e.client.Submit(ctx, &contract.Request{WorkflowID: wf, RequestID: fmt.Sprintf("m%d-%d", run, i)}); err != nil {
-			return nil, err
-		}
-	}
-	if err := waitFor(ctx, 2*time.Minute, "executions in flight", func() (bool, string) {
-		k := len(started.snapshot())
-		return k >= inFlight, fmt.Sprintf("%d in flight", k)
-	}); err != nil {
+	if err := e.submitRunning(ctx, wf, inFlight, started); err != nil {
 		return nil, err
 	}
 	busy, err := rssMB(p.Pid)
