@@ -138,7 +138,7 @@ type Order struct {
 	// RealizedPnL of a fill that sells: (fill price - average cost) * quantity.
 	RealizedPnL float64 `json:"realizedPnl"`
 	// Position is the account's balance of the base asset after the fill, and
-	// Equity its balances valued at the fill price (quote plus base).
+	// Equity its balances valued at the fill price (the base asset) and the mids (other assets).
 	Position float64   `json:"position"`
 	Equity   float64   `json:"equity"`
 	Time     time.Time `json:"transactTime"`
@@ -234,11 +234,25 @@ func (e *Exchange) PlaceOrder(acct string, req OrderRequest) (*Order, int, error
 		a.locked[base] += req.Quantity
 	}
 	o.Position = a.balances[base]
-	o.Equity = round2(a.balances[QuoteAsset] + a.balances[base]*fill)
+	o.Equity = e.equity(a, base, fill)
 	e.orders[o.ClientOrderID] = o
 	e.stats.Orders++
 	out := *o
 	return &out, http.StatusOK, nil
+}
+
+// equity values an account's balances: base at price, other assets at their mid.
+func (e *Exchange) equity(a *account, base string, price float64) float64 {
+	v := a.balances[QuoteAsset]
+	for symbol, m := range e.markets {
+		asset := strings.TrimSuffix(symbol, QuoteAsset)
+		if asset == base {
+			v += a.balances[asset] * price
+		} else {
+			v += a.balances[asset] * m.mid
+		}
+	}
+	return round2(v)
 }
 
 // fill moves the balances of a fill and returns its realized PnL, against the
