@@ -40,6 +40,7 @@ type runCmd struct {
 	AckWait     time.Duration `help:"Ack wait of every worker the run starts: the recovery time after a SIGKILL." default:"3s"`
 	NoProcesses bool          `help:"Skip the measurements that need worker processes (recovery, memory)."`
 	JSON        string        `help:"Also write the results as JSON to this file." type:"path"`
+	HTTP        bool          `help:"Also measure, at each concurrency, a workflow calling a simulated exchange over HTTP (ticker, then order) beside a 2-node transform workflow." default:"true" negatable:""`
 }
 
 type workerCmd struct {
@@ -89,7 +90,7 @@ func (r *runCmd) Run(ctx context.Context) error {
 	}
 	cfg := bench.Config{
 		URL: url, Nodes: r.Nodes, Concurrency: r.Concurrency, Requests: r.Requests, AckWait: r.AckWait,
-		Progress: progressBar(os.Stderr),
+		Progress: progressBar(os.Stderr), HTTP: r.HTTP,
 	}
 	if !r.NoProcesses {
 		self, err := os.Executable()
@@ -148,6 +149,7 @@ func printTable(w io.Writer, res *bench.Results) {
 		fmt.Fprintf(tw, "%d\t%d\t%.0f\t%.2f\t%.2f\t%.2f\t%.0f\t%.2f\t\n", p.Nodes, p.Concurrency, p.ExecPerSec, p.P50MS, p.P99MS, p.P999MS, p.RawExecPerSec, p.Ratio)
 	}
 	tw.Flush()
+	printHTTP(w, res.HTTP)
 	if h := res.Halt; h != nil {
 		fmt.Fprintf(w, "\nhalt propagation (%d workers, %d in flight, %d rounds): p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
 			h.Workers, h.InFlight, h.Rounds, h.P50MS, h.P99MS, h.MaxMS)

@@ -40,6 +40,9 @@ type Config struct {
 	AckWait time.Duration
 	// Progress is told how far each step is; it may be nil.
 	Progress func(step string, done, total int)
+	// HTTP also measures, at each concurrency, a workflow calling a simulated
+	// exchange over HTTP beside a transform-only one (see HTTPPoint).
+	HTTP bool
 }
 
 // Point is one point of the throughput sweep.
@@ -61,7 +64,9 @@ type Point struct {
 // Results of a run.
 type Results struct {
 	Sweep []Point `json:"sweep"`
-	Halt  *Halt   `json:"halt_propagation,omitempty"`
+	// HTTP is the workload calling the simulated exchange, when asked for.
+	HTTP []HTTPPoint `json:"http,omitempty"`
+	Halt *Halt       `json:"halt_propagation,omitempty"`
 	// Recovery is the time from SIGKILL of a worker to the last of its executions
 	// resumed by another.
 	Recovery *Recovery `json:"recovery,omitempty"`
@@ -127,6 +132,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				return nil, fmt.Errorf("%d nodes at concurrency %d: %w", n, c, err)
 			}
 			res.Sweep = append(res.Sweep, *p)
+		}
+	}
+	if cfg.HTTP {
+		if res.HTTP, err = e.httpSweep(ctx); err != nil {
+			return nil, err
 		}
 	}
 	if res.Halt, err = e.haltPropagation(ctx, 3, 300, 5); err != nil {
