@@ -58,7 +58,7 @@ type timing struct {
 
 func timings(short bool) timing {
 	if short {
-		return timing{normalTrades: 4, rounds: 3, outage: 1500 * time.Millisecond, breakerOpen: time.Second, operatorReview: 500 * time.Millisecond}
+		return timing{normalTrades: 4, rounds: 3, outage: 1500 * time.Millisecond, breakerOpen: time.Second, operatorReview: time.Second}
 	}
 	return timing{normalTrades: 8, rounds: 6, outage: 4 * time.Second, breakerOpen: 2 * time.Second, pause: time.Second, operatorReview: time.Second}
 }

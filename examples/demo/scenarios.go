@@ -74,9 +74,17 @@ func (d *demo) losingStreak(ctx context.Context) error {
 		}
 	}
 	d.n.say("b1 keeps trying while halted:")
-	for range 2 {
-		if _, err := d.trade(ctx, "b1", "BTCUSDT"); err != nil {
+	// A trade sent as the halt lands may still meet the limit itself (risk_limit).
+	for refused, i := 0, 0; refused < 2; i++ {
+		if i == 6 {
+			return fmt.Errorf("b1's trades were not refused after its halt")
+		}
+		ev, err := d.trade(ctx, "b1", "BTCUSDT")
+		if err != nil {
 			return err
+		}
+		if ev.Type == contract.ExecutionHalted {
+			refused++
 		}
 	}
 	return nil
