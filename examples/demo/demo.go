@@ -146,7 +146,6 @@ type demo struct {
 	opts   Options
 	t      timing
 	n      *narrator
-	nc     *nats.Conn
 	client *client.Client
 	watch  *watcher
 	router *router
@@ -229,7 +228,7 @@ func Run(ctx context.Context, opts Options, out io.Writer) (*Summary, error) {
 		return nil, err
 	}
 	defer watch.stop()
-	d := &demo{opts: opts, t: t, n: n, nc: nc, client: cl, watch: watch, admin: &http.Client{Timeout: 5 * time.Second},
+	d := &demo{opts: opts, t: t, n: n, client: cl, watch: watch, admin: &http.Client{Timeout: 5 * time.Second},
 		exURL: exURL, run: strconv.FormatInt(time.Now().Unix()%1e6, 36)}
 	if err := d.deploy(ctx); err != nil {
 		return nil, err
