@@ -102,13 +102,13 @@ func startProcesses(ctx context.Context, opts *Options) (stop func(), err error)
 		}
 		os.RemoveAll(dir)
 	}
-	start := func(args ...string) (*exec.Cmd, error) {
+	start := func(args ...string) *exec.Cmd {
 		c := exec.Command(self, args...)
 		c.Stderr = os.Stderr
-		return c, nil
+		return c
 	}
 
-	ex, _ := start("exchange")
+	ex := start("exchange")
 	out, err := ex.StdoutPipe()
 	if err != nil {
 		stop()
@@ -137,7 +137,7 @@ func startProcesses(ctx context.Context, opts *Options) (stop func(), err error)
 	if opts.Short {
 		args = append(args, "--short")
 	}
-	wk, _ := start(args...)
+	wk := start(args...)
 	if err := wk.Start(); err != nil {
 		stop()
 		return nil, fmt.Errorf("start the worker process: %w", err)
