@@ -35,17 +35,23 @@ type fleet struct {
 	starts int
 }
 
+// newFleet is a fleet whose workers run with --ack-wait processAckWait and args.
 func newFleet(t *testing.T, url string, args ...string) *fleet {
+	return newDefaultFleet(t, url, append([]string{"--ack-wait", processAckWait.String()}, args...)...)
+}
+
+// newDefaultFleet is a fleet whose workers run with the default settings but args.
+func newDefaultFleet(t *testing.T, url string, args ...string) *fleet {
 	return &fleet{t: t, url: url, args: args, procs: map[string]*proc{}}
 }
 
-// start runs a worker process named id and waits until it takes requests.
-func (f *fleet) start(id string) *proc {
+// start runs a worker process named id, with extra arguments of its own, and waits
+// until it takes requests.
+func (f *fleet) start(id string, extra ...string) *proc {
 	f.t.Helper()
 	workerBin, _ := binaries(f.t)
-	args := append([]string{"--nats-url", f.url, "--worker-id", id, "--log-format", "json",
-		"--ack-wait", processAckWait.String()}, f.args...)
-	p := start(f.t, workerBin, args...)
+	args := append([]string{"--nats-url", f.url, "--worker-id", id, "--log-format", "json"}, f.args...)
+	p := start(f.t, workerBin, append(args, extra...)...)
 	natstest.WaitFor(f.t, 30*time.Second, func() error {
 		if !strings.Contains(p.out.String(), "consumer bound") {
 			return fmt.Errorf("worker %s not consuming yet", id)
