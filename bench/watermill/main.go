@@ -85,10 +85,6 @@ func run(ctx context.Context, url, prefix string, nodes, concurrency int, ackWai
 		h.nodes[i] = wrapNode(fmt.Sprintf("n%d", i))
 	}
 	router.AddConsumerHandler("execute", prefix+".exec.>", sub, h.handle)
-	go func() {
-		<-router.Running()
-		fmt.Println("ready")
-	}()
 	return router.Run(ctx)
 }
 

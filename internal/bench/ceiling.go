@@ -48,6 +48,8 @@ func Ceiling(ctx context.Context, nc *nats.Conn, prefix string, nodes, concurren
 	}
 	defer cc.Stop()
 	c := &ceiling{js: js, prefix: prefix, bucket: prefix + "_state", nodes: nodes}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	errs := make(chan error, concurrency)
 	for range concurrency {
 		go func() {
@@ -66,12 +68,14 @@ func Ceiling(ctx context.Context, nc *nats.Conn, prefix string, nodes, concurren
 			}
 		}()
 	}
+	var first error
 	for range concurrency {
-		if err := <-errs; err != nil {
-			return err
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel() // stop the others
 		}
 	}
-	return nil
+	return first
 }
 
 type ceiling struct {
