@@ -223,8 +223,11 @@ func TestSIGTERMHandsUnfinishedWorkToOtherWorkers(t *testing.T) {
 	leaving := f.start("leaving")
 	f.start("w2")
 	f.start("w3")
-	h.deploy(fmt.Sprintf(crashWorkflow, "2s"))
-	ids := submitMany(h, "crash", "t", 72)
+	// Nodes far longer than the grace, so that the leaving worker's executions are
+	// still running when the grace ends however late the SIGTERM comes on a busy
+	// machine; as many requests as the three workers run at once.
+	h.deploy(fmt.Sprintf(crashWorkflow, "5s"))
+	ids := submitMany(h, "crash", "t", 24)
 	natstest.WaitFor(t, 30*time.Second, func() error {
 		if n := len(runningOn(h, "crash", ids, "leaving")); n < 8 {
 			return fmt.Errorf("%d executions running on the leaving worker", n)
