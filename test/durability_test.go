@@ -35,17 +35,23 @@ type fleet struct {
 	starts int
 }
 
+// newFleet is a fleet whose workers run with --ack-wait processAckWait and args.
 func newFleet(t *testing.T, url string, args ...string) *fleet {
+	return newDefaultFleet(t, url, append([]string{"--ack-wait", processAckWait.String()}, args...)...)
+}
+
+// newDefaultFleet is a fleet whose workers run with the default settings but args.
+func newDefaultFleet(t *testing.T, url string, args ...string) *fleet {
 	return &fleet{t: t, url: url, args: args, procs: map[string]*proc{}}
 }
 
-// start runs a worker process named id and waits until it takes requests.
-func (f *fleet) start(id string) *proc {
+// start runs a worker process named id, with extra arguments of its own, and waits
+// until it takes requests.
+func (f *fleet) start(id string, extra ...string) *proc {
 	f.t.Helper()
 	workerBin, _ := binaries(f.t)
-	args := append([]string{"--nats-url", f.url, "--worker-id", id, "--log-format", "json",
-		"--ack-wait", processAckWait.String()}, f.args...)
-	p := start(f.t, workerBin, args...)
+	args := append([]string{"--nats-url", f.url, "--worker-id", id, "--log-format", "json"}, f.args...)
+	p := start(f.t, workerBin, append(args, extra...)...)
 	natstest.WaitFor(f.t, 30*time.Second, func() error {
 		if !strings.Contains(p.out.String(), "consumer bound") {
 			return fmt.Errorf("worker %s not consuming yet", id)
@@ -217,8 +223,11 @@ func TestSIGTERMHandsUnfinishedWorkToOtherWorkers(t *testing.T) {
 	leaving := f.start("leaving")
 	f.start("w2")
 	f.start("w3")
-	h.deploy(fmt.Sprintf(crashWorkflow, "2s"))
-	ids := submitMany(h, "crash", "t", 72)
+	// Nodes far longer than the grace, so that the leaving worker's executions are
+	// still running when the grace ends however late the SIGTERM comes on a busy
+	// machine; as many requests as the three workers run at once.
+	h.deploy(fmt.Sprintf(crashWorkflow, "5s"))
+	ids := submitMany(h, "crash", "t", 24)
 	natstest.WaitFor(t, 30*time.Second, func() error {
 		if n := len(runningOn(h, "crash", ids, "leaving")); n < 8 {
 			return fmt.Errorf("%d executions running on the leaving worker", n)

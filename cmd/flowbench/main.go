@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/mattn/go-isatty"
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/internal/bench"
@@ -28,8 +30,29 @@ import (
 )
 
 type cli struct {
-	Run    runCmd    `cmd:"" default:"withargs" help:"Run the benchmark (default)."`
-	Worker workerCmd `cmd:"" hidden:"" help:"Run a worker process for the recovery and memory measurements."`
+	Run     runCmd     `cmd:"" default:"withargs" help:"Run the benchmark (default)."`
+	Peer    peerCmd    `cmd:"" help:"Compare flowguard with the Watermill peer and the JetStream ceiling on one workload."`
+	Worker  workerCmd  `cmd:"" hidden:"" help:"Run a worker process for the recovery and memory measurements."`
+	Ceiling ceilingCmd `cmd:"" hidden:"" help:"Run the ceiling's worker process for the comparison."`
+}
+
+type peerCmd struct {
+	NATSURL     string   `name:"nats-url" help:"NATS server to measure (default: an embedded server in a temporary directory)." env:"FLOWGUARD_NATS_URL"`
+	InFlight    []int    `help:"Requests kept outstanding by the driver, one point each." default:"1,16,64"`
+	Requests    int      `help:"Requests measured per system and point." default:"5000"`
+	Warmup      int      `help:"Requests run before each measurement, not measured." default:"500"`
+	Nodes       int      `help:"Transform nodes in the chain each request runs." default:"3"`
+	Concurrency int      `help:"Requests each system's worker runs at once (flowguard's --concurrency)." default:"64"`
+	Systems     []string `help:"Systems to run, in this order at each point." default:"flowguard,watermill,ceiling" enum:"flowguard,watermill,ceiling"`
+	Watermill   string   `help:"Directory of the Watermill peer's Go module, built with the go command." default:"bench/watermill" type:"path"`
+	JSON        string   `help:"Also write the results as JSON to this file." type:"path"`
+}
+
+type ceilingCmd struct {
+	NATSURL     string `name:"nats-url" required:""`
+	Prefix      string `required:""`
+	Nodes       int    `default:"3"`
+	Concurrency int    `default:"64"`
 }
 
 type runCmd struct {
@@ -73,21 +96,141 @@ func (w *workerCmd) Run(ctx context.Context) error {
 	return wk.Run(ctx)
 }
 
-func (r *runCmd) Run(ctx context.Context) error {
-	url := r.NATSURL
-	if url == "" {
-		dir, err := os.MkdirTemp("", "flowbench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(dir)
-		srv, err := embedded.Start(embedded.Options{Host: "127.0.0.1", Port: -1, StoreDir: dir})
-		if err != nil {
-			return err
-		}
-		defer srv.Shutdown()
-		url = srv.ClientURL()
+func (c *ceilingCmd) Run(ctx context.Context) error {
+	nc, err := nats.Connect(c.NATSURL, nats.MaxReconnects(-1))
+	if err != nil {
+		return err
 	}
+	defer nc.Close()
+	return bench.Ceiling(ctx, nc, c.Prefix, c.Nodes, c.Concurrency)
+}
+
+// server returns url, or starts an embedded server in a temporary directory when
+// it is empty; the returned function stops it.
+func server(url string) (string, func(), error) {
+	if url != "" {
+		return url, func() {}, nil
+	}
+	dir, err := os.MkdirTemp("", "flowbench-")
+	if err != nil {
+		return "", nil, err
+	}
+	srv, err := embedded.Start(embedded.Options{Host: "127.0.0.1", Port: -1, StoreDir: dir})
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return srv.ClientURL(), func() { srv.Shutdown(); os.RemoveAll(dir) }, nil
+}
+
+func (p *peerCmd) Run(ctx context.Context) error {
+	url, stopServer, err := server(p.NATSURL)
+	if err != nil {
+		return err
+	}
+	defer stopServer()
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cfg := bench.CompareConfig{URL: url, Nodes: p.Nodes, InFlight: p.InFlight, Requests: p.Requests, Warmup: p.Warmup,
+		Progress: progressBar(os.Stderr)}
+	conc := fmt.Sprint(p.Concurrency)
+	for _, name := range p.Systems {
+		s := bench.System{Name: name, Prefix: name}
+		switch name {
+		case "flowguard":
+			s.Prefix, s.Flowguard = "flow", true
+			s.Command = func() *exec.Cmd {
+				return exec.Command(self, "worker", "--nats-url", url, "--worker-id", "peer-bench", "--concurrency", conc)
+			}
+		case "watermill":
+			bin, err := buildWatermill(p.Watermill)
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(filepath.Dir(bin))
+			s.Command = func() *exec.Cmd {
+				return exec.Command(bin, "--nats-url", url, "--prefix", s.Prefix, "--nodes", fmt.Sprint(p.Nodes), "--concurrency", conc)
+			}
+		case "ceiling":
+			s.Command = func() *exec.Cmd {
+				return exec.Command(self, "ceiling", "--nats-url", url, "--prefix", s.Prefix, "--nodes", fmt.Sprint(p.Nodes), "--concurrency", conc)
+			}
+		}
+		cfg.Systems = append(cfg.Systems, s)
+	}
+	res, err := bench.Compare(ctx, cfg)
+	fmt.Fprintln(os.Stderr)
+	if err != nil {
+		return err
+	}
+	printComparison(os.Stdout, res)
+	if p.JSON != "" {
+		data, _ := json.MarshalIndent(res, "", "  ")
+		if err := os.WriteFile(p.JSON, append(data, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// buildWatermill builds the Watermill peer's module into a temporary directory.
+func buildWatermill(module string) (string, error) {
+	if _, err := os.Stat(filepath.Join(module, "go.mod")); err != nil {
+		return "", fmt.Errorf("the Watermill peer's module is not at %s: run flowbench from the repository root or pass --watermill", module)
+	}
+	dir, err := os.MkdirTemp("", "flowbench-watermill-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "watermill-peer")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = module
+	if out, err := cmd.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", fmt.Errorf("build the Watermill peer in %s (needs the go command and its modules): %v\n%s", module, err, out)
+	}
+	return bin, nil
+}
+
+// printComparison prints each point with its ratios to the peer and the ceiling.
+func printComparison(w io.Writer, res *bench.Comparison) {
+	fmt.Fprintf(w, "%d transform nodes, %d requests per point after %d of warm-up\n", res.Nodes, res.Requests, res.Warmup)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "system\tin flight\texec/s\tp50 ms\tp99 ms\tCPU ms/exec\tvs watermill\tvs ceiling\texactly once\t")
+	find := func(system string, inFlight int) *bench.PeerPoint {
+		for i := range res.Points {
+			if p := &res.Points[i]; p.System == system && p.InFlight == inFlight {
+				return p
+			}
+		}
+		return nil
+	}
+	ratio := func(p *bench.PeerPoint, system string) string {
+		if o := find(system, p.InFlight); o != nil && o.ExecPerSec > 0 {
+			return fmt.Sprintf("%.2fx", p.ExecPerSec/o.ExecPerSec)
+		}
+		return "-"
+	}
+	for i := range res.Points {
+		p := &res.Points[i]
+		once := "yes"
+		if !p.ExactlyOnce {
+			once = fmt.Sprintf("NO: %d completed, %d failed, %d duplicates", p.Completed, p.Failed, p.Duplicates)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.2f\t%.2f\t%.3f\t%s\t%s\t%s\t\n", p.System, p.InFlight, p.ExecPerSec, p.P50MS, p.P99MS,
+			p.CPUPerExecMS, ratio(p, "watermill"), ratio(p, "ceiling"), once)
+	}
+	tw.Flush()
+}
+
+func (r *runCmd) Run(ctx context.Context) error {
+	url, stopServer, err := server(r.NATSURL)
+	if err != nil {
+		return err
+	}
+	defer stopServer()
 	cfg := bench.Config{
 		URL: url, Nodes: r.Nodes, Concurrency: r.Concurrency, Requests: r.Requests, AckWait: r.AckWait,
 		Progress: progressBar(os.Stderr), HTTP: r.HTTP,

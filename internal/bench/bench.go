@@ -181,35 +181,46 @@ func (e *env) startWorker(ctx context.Context, id string, concurrency int) (stop
 	return func() { cancel(); <-done }, nil
 }
 
-// completions reports the time each execution of workflowID completed (its
-// execution_completed event reached this client), by execution id.
+// completions reports the time each execution ended (a terminal event reached this
+// client), by execution id.
 type completions struct {
 	mu   sync.Mutex
 	at   map[string]time.Time
-	sub  *nats.Subscription
+	subs []*nats.Subscription
 	wake chan struct{}
 }
 
-func (e *env) watchCompletions(workflowID, eventType string) (*completions, error) {
+// watchCompletions records the events published on subjects (contract events,
+// the terminal ones of the executions measured).
+func (e *env) watchCompletions(subjects ...string) (*completions, error) {
 	c := &completions{at: map[string]time.Time{}, wake: make(chan struct{}, 1)}
-	sub, err := e.nc.Subscribe(fmt.Sprintf("flow.events.*.%s.*.%s", workflowID, eventType), func(m *nats.Msg) {
-		var ev contract.Event
-		if json.Unmarshal(m.Data, &ev) != nil {
-			return
+	for _, subject := range subjects {
+		sub, err := e.nc.Subscribe(subject, func(m *nats.Msg) {
+			var ev contract.Event
+			if json.Unmarshal(m.Data, &ev) != nil {
+				return
+			}
+			c.mu.Lock()
+			c.at[ev.ExecutionID] = time.Now()
+			c.mu.Unlock()
+			select {
+			case c.wake <- struct{}{}:
+			default:
+			}
+		})
+		if err != nil {
+			c.stop()
+			return nil, err
 		}
-		c.mu.Lock()
-		c.at[ev.ExecutionID] = time.Now()
-		c.mu.Unlock()
-		select {
-		case c.wake <- struct{}{}:
-		default:
-		}
-	})
-	if err != nil {
-		return nil, err
+		c.subs = append(c.subs, sub)
 	}
-	c.sub = sub
 	return c, nil
+}
+
+func (c *completions) stop() {
+	for _, s := range c.subs {
+		_ = s.Unsubscribe()
+	}
 }
 
 func (c *completions) count() int {

@@ -42,11 +42,11 @@ func (e *env) sweepPoint(ctx context.Context, nodes, concurrency int) (*Point, e
 	if _, _, err := e.client.Deploy(ctx, []byte(chainWorkflow(wf, nodes))); err != nil {
 		return nil, err
 	}
-	done, err := e.watchCompletions(wf, contract.ExecutionCompleted)
+	done, err := e.watchCompletions(fmt.Sprintf("flow.events.*.%s.*.%s", wf, contract.ExecutionCompleted))
 	if err != nil {
 		return nil, err
 	}
-	defer done.sub.Unsubscribe()
+	defer done.stop()
 
 	n := e.cfg.Requests
 	step := fmt.Sprintf("flowguard %d nodes, concurrency %d", nodes, concurrency)
