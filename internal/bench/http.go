@@ -100,16 +100,16 @@ func (e *env) drive(ctx context.Context, wf, def string, concurrency int) (float
 	if _, _, err := e.client.Deploy(ctx, []byte(def)); err != nil {
 		return 0, nil, err
 	}
-	done, err := e.watchCompletions(wf, contract.ExecutionCompleted)
+	done, err := e.watchCompletions(fmt.Sprintf("flow.events.*.%s.*.%s", wf, contract.ExecutionCompleted))
 	if err != nil {
 		return 0, nil, err
 	}
-	defer done.sub.Unsubscribe()
-	failed, err := e.watchCompletions(wf, contract.ExecutionFailed)
+	defer done.stop()
+	failed, err := e.watchCompletions(fmt.Sprintf("flow.events.*.%s.*.%s", wf, contract.ExecutionFailed))
 	if err != nil {
 		return 0, nil, err
 	}
-	defer failed.sub.Unsubscribe()
+	defer failed.stop()
 
 	n := e.cfg.Requests
 	step := fmt.Sprintf("%s, concurrency %d", wf, concurrency)
