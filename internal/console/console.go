@@ -24,8 +24,8 @@ import (
 type Config struct {
 	Listen        string        `help:"Address the web page is served on; loopback by default, so only this machine sees it." default:"127.0.0.1:8080" env:"FLOWGUARD_CONSOLE_LISTEN"`
 	Token         string        `help:"Token that allows actions (halt, breaker orders, re-publishing); without it or basic auth the console is read-only." env:"FLOWGUARD_CONSOLE_TOKEN"`
-	BasicUser     string        `help:"User that allows actions, with --basic-password." env:"FLOWGUARD_CONSOLE_USER"`
-	BasicPassword string        `help:"Password of --basic-user." env:"FLOWGUARD_CONSOLE_PASSWORD"`
+	BasicUser     string        `help:"User that allows actions, with --basic-password." env:"FLOWGUARD_CONSOLE_BASIC_USER"`
+	BasicPassword string        `help:"Password of --basic-user." env:"FLOWGUARD_CONSOLE_BASIC_PASSWORD"`
 	Window        time.Duration `help:"How far back the executions list starts reading events." default:"1h" env:"FLOWGUARD_CONSOLE_WINDOW"`
 	MaxExecutions int           `help:"Executions kept in memory for the list; the oldest seen are forgotten first (an execution's page still reads its events)." default:"10000" env:"FLOWGUARD_CONSOLE_MAX_EXECUTIONS"`
 	FleetInterval time.Duration `help:"How often the workers are asked for their status (NATS micro discovery)." default:"2s" env:"FLOWGUARD_CONSOLE_FLEET_INTERVAL"`

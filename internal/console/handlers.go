@@ -303,13 +303,13 @@ func (s *Server) orderBreaker(r *http.Request) (string, string, error) {
 	return "/providers", fmt.Sprintf("breaker of %s ordered %s on every worker", o.Provider, o.Action), nil
 }
 
-// issuedBy names who acted, for the audit trail.
+// issuedBy names who acted, for the audit trail: the name the operator gave, and
+// that it came through the console.
 func issuedBy(r *http.Request) string {
-	who := strings.TrimSpace(r.PostFormValue("issued_by"))
-	if who == "" {
-		who = "console"
+	if who := strings.TrimSpace(r.PostFormValue("issued_by")); who != "" {
+		return who + " (console)"
 	}
-	return who + "@console"
+	return "console"
 }
 
 // riskRow is one limit of a bot beside its metric.

@@ -79,6 +79,7 @@ var funcs = template.FuncMap{
 	"dur":   formatDuration,
 	"ms":    func(ms *int64) string { return formatDuration(time.Duration(derefInt(ms)) * time.Millisecond) },
 	"ts":    formatTime,
+	"clock": func(t time.Time) string { return t.UTC().Format("15:04:05.000") },
 	"ago":   func(t time.Time) string { return formatDuration(time.Since(t).Round(time.Second)) + " ago" },
 	"pct":   func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },
 	"num":   func(f float64) string { return fmt.Sprintf("%.6g", f) },
