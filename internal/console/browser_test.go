@@ -172,7 +172,9 @@ func value[T any](t *testing.T, ctx context.Context, what string, action chromed
 	return v
 }
 
-func visible(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
+func visible(sel string) chromedp.Action[chromedp.Void] {
+	return chromedp.WaitVisible(chromedp.CSS(sel))
+}
 
 // screenshot writes docs/console/<name>.png when FLOWGUARD_UPDATE_SCREENSHOTS=1.
 func screenshot(t *testing.T, ctx context.Context, name string) {
