@@ -144,8 +144,8 @@ func TestConsoleRolesWatchAndActWithoutAViolation(t *testing.T) {
 			halt := url.Values{"scope": {"bot.b7"}, "action": {"halt"}, "reason": {"roles test"}, "confirm": {"bot.b7"}}
 			breaker := url.Values{"provider": {"exchange"}, "action": {"close"}, "reason": {"roles test"}}
 			if role == "viewer" {
-				if ok, _ := act(t, base, "/emergency", halt); ok != "" {
-					t.Errorf("a viewer console halted: %s", ok)
+				if ok, failed := act(t, base, "/emergency", halt); ok != "" || !strings.Contains(failed, "console operator role") {
+					t.Errorf("a viewer console's halt: ok %q, error %q; want an error naming the role to use", ok, failed)
 				}
 				natstest.WaitFor(t, 10*time.Second, func() error {
 					if len(v.list()) == 0 {

@@ -75,6 +75,7 @@ type Server struct {
 	feeds  *feeds
 	auth   *auth
 	views  *views
+	refuse refusals
 	log    zerolog.Logger
 }
 
@@ -97,6 +98,7 @@ func New(nc *nats.Conn, prefix string, cfg Config, log zerolog.Logger) (*Server,
 	}
 	s := &Server{cfg: cfg, client: cl, idx: newIndex(cfg.MaxExecutions), hub: newHub(), auth: newAuth(cfg), views: views, log: log}
 	s.feeds = newFeeds(nc, js, cl.Subjects(), s.idx, s.hub, cfg, log)
+	s.refuse.watch(nc)
 	return s, nil
 }
 

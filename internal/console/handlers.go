@@ -2,6 +2,7 @@ package console
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -77,7 +78,12 @@ func (s *Server) act(fn func(r *http.Request) (back, done string, err error)) ht
 			s.views.render(w, r, http.StatusForbidden, "refused", p)
 			return
 		}
-		back, done, err := fn(r)
+		ctx, end := s.refuse.start(r.Context())
+		back, done, err := fn(r.WithContext(ctx))
+		if cause := context.Cause(ctx); errors.Is(cause, errRefused) {
+			err = cause
+		}
+		end()
 		q := url.Values{}
 		if err != nil {
 			s.log.Warn().Err(err).Str("path", r.URL.Path).Msg("console action failed")
