@@ -87,12 +87,22 @@ type feeds struct {
 	limits   map[string][]contract.RiskLimit
 	metrics  map[string]*contract.RiskMetrics
 	fleet    map[string]*WorkerStatus
+	// applied records, per scope, when discovery first found every worker had
+	// applied the scope's last command.
+	applied map[string]appliedMark
+}
+
+// appliedMark is when every worker was first seen with command Seq applied.
+type appliedMark struct {
+	Seq uint64
+	At  time.Time
 }
 
 func newFeeds(nc *nats.Conn, js jetstream.JetStream, subjects contract.Subjects, idx *index, h *hub, cfg Config, log zerolog.Logger) *feeds {
 	return &feeds{nc: nc, js: js, subjects: subjects, idx: idx, hub: h, log: log, window: cfg.Window, interval: cfg.FleetInterval,
 		board: emergency.Board{}, breakers: map[string]*BreakerView{},
-		limits: map[string][]contract.RiskLimit{}, metrics: map[string]*contract.RiskMetrics{}, fleet: map[string]*WorkerStatus{}}
+		limits: map[string][]contract.RiskLimit{}, metrics: map[string]*contract.RiskMetrics{}, fleet: map[string]*WorkerStatus{},
+		applied: map[string]appliedMark{}}
 }
 
 // run follows everything until ctx ends.
@@ -399,10 +409,34 @@ func (f *feeds) discoverOnce(ctx context.Context) error {
 			delete(f.fleet, id)
 		}
 	}
+	f.markApplied(seen)
 	f.mu.Unlock()
 	f.hub.touch(topicFleet)
 	f.hub.touch(topicEmergency) // which workers applied the last commands
 	return nil
+}
+
+// markApplied records the scopes whose last command every worker that answered
+// has applied; f.mu is held.
+func (f *feeds) markApplied(answered map[string]*WorkerStatus) {
+	if len(answered) == 0 {
+		return
+	}
+	for scope, st := range f.board {
+		if f.applied[scope].Seq == st.Seq {
+			continue
+		}
+		all := true
+		for _, w := range answered {
+			if ws, ok := w.Emergency[scope]; !ok || ws.Seq < st.Seq {
+				all = false
+				break
+			}
+		}
+		if all {
+			f.applied[scope] = appliedMark{Seq: st.Seq, At: time.Now()}
+		}
+	}
 }
 
 // decodeStats reads a worker's micro stats; nil for another prefix's workers or

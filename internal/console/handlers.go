@@ -409,6 +409,9 @@ type scopeRow struct {
 	// Pending those whose does not yet.
 	Applied, Pending []string
 	AutoHalt         bool
+	// AllAppliedAt is when every worker was first seen with the last command
+	// applied, zero until then.
+	AllAppliedAt time.Time
 }
 
 // emergencyData is the emergency view.
@@ -439,6 +442,9 @@ func (s *Server) emergency(w http.ResponseWriter, r *http.Request) {
 			}
 			slices.Sort(row.Applied)
 			slices.Sort(row.Pending)
+			if mark := s.feeds.applied[scope]; mark.Seq == row.Seq {
+				row.AllAppliedAt = mark.At
+			}
 		}
 		d.Scopes = append(d.Scopes, row)
 	}
