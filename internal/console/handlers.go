@@ -141,8 +141,17 @@ type executionsData struct {
 
 func (s *Server) executions(w http.ResponseWriter, r *http.Request) {
 	in := r.URL.Query()
+	if id := strings.TrimSpace(in.Get("id")); id != "" {
+		if wf, ok := s.idx.find(id); ok {
+			http.Redirect(w, r, "/executions/"+wf+"/"+id, http.StatusFound)
+			return
+		}
+	}
 	q := Query{BotID: in.Get("bot"), WorkflowID: in.Get("workflow"), Status: in.Get("status"), Limit: pageSize}
 	p := s.newPage(r, "executions", "Executions", topicExecutions)
+	if id := strings.TrimSpace(in.Get("id")); id != "" {
+		p.Error = fmt.Sprintf("execution %q is not among those in the window; open /executions/<workflow_id>/%s to read it from the event stream", id, id)
+	}
 	if since := in.Get("since"); since != "" {
 		d, err := time.ParseDuration(since)
 		if err != nil || d <= 0 {
