@@ -207,7 +207,6 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Logf("the execution showed %s after it was published", time.Since(published).Round(time.Millisecond))
 		d.status("two-step", "live-1", contract.StatusCompleted)
 		run(t, browser, "its row turns completed", visible(`tr[data-id="live-1"] .s-completed`))
-		screenshot(t, browser, "executions")
 
 		run(t, browser, "open the execution", chromedp.Click(chromedp.CSS(`tr[data-id="live-1"] a`)),
 			visible(`#timeline .lane[data-node="double"] rect.seg-ok`), visible(`#timeline .lane[data-node="plus_one"] rect.seg-ok`))
@@ -336,6 +335,9 @@ func TestConsoleInBrowser(t *testing.T) {
 
 		run(t, browser, "the plots show", chromedp.Navigate(d.url+"/plots"), visible(`section[data-workflow="two-step"] svg.chart`))
 		screenshot(t, browser, "plots")
+
+		run(t, browser, "the executions so far", chromedp.Navigate(d.url+"/executions"), visible(`tr[data-id="live-1"]`))
+		screenshot(t, browser, "executions")
 
 		run(t, browser, "on a phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile),
 			chromedp.Navigate(d.url+"/executions"), visible(`tr[data-id="live-1"]`))
