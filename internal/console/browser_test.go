@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -213,6 +214,43 @@ func TestConsoleInBrowser(t *testing.T) {
 		correlation := value(t, browser, "read the correlation id", chromedp.Text(chromedp.CSS("#correlation")))
 		if correlation != "exec_two-step_live-1" {
 			t.Errorf("correlation id shown %q, want exec_two-step_live-1", correlation)
+		}
+	})
+
+	t.Run("a node's retries show as attempts and waits", func(t *testing.T) {
+		var mu sync.Mutex
+		calls := 0
+		api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			mu.Lock()
+			calls++
+			n := calls
+			mu.Unlock()
+			w.Header().Set("Content-Type", "application/json")
+			if n <= 2 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				_, _ = w.Write([]byte(`{"msg": "busy"}`))
+				return
+			}
+			_, _ = w.Write([]byte(`{"price": 65000.5}`))
+		}))
+		defer api.Close()
+		def := fmt.Sprintf(`{"id": "flaky-quote", "nodes": [
+		  {"id": "quote", "type": "http", "provider": "flaky", "retry": {"max_attempts": 3, "min_wait": "150ms", "max_wait": "300ms"},
+		   "config": {"url": %q, "outputs": {"price": "body.price"}}},
+		  {"id": "spread", "type": "transform", "depends_on": ["quote"], "config": {"outputs": {"bid": "nodes.quote.price - 0.5"}}}]}`, api.URL)
+		if _, _, err := d.client.Deploy(d.ctx, []byte(def)); err != nil {
+			t.Fatal(err)
+		}
+		d.publish("flaky-quote", "retried-1")
+		d.status("flaky-quote", "retried-1", contract.StatusCompleted)
+		run(t, browser, "the quote node shows two failed attempts, two waits and a success",
+			chromedp.Navigate(d.url+"/executions/flaky-quote/retried-1"),
+			visible(`#timeline .lane[data-node="quote"] rect.seg-failed`), visible(`#timeline .lane[data-node="quote"] rect.seg-wait`),
+			visible(`#timeline .lane[data-node="quote"] rect.seg-ok`), visible(`#timeline .lane[data-node="spread"] rect.seg-ok`))
+		segments := value(t, browser, "count the quote's segments", chromedp.Evaluate[[]string](
+			`[...document.querySelectorAll('#timeline .lane[data-node="quote"] rect')].map(r => r.getAttribute("class"))`))
+		if want := []string{"seg seg-failed", "seg seg-wait", "seg seg-failed", "seg seg-wait", "seg seg-ok"}; !slices.Equal(segments, want) {
+			t.Errorf("quote segments %v, want %v", segments, want)
 		}
 		screenshot(t, browser, "execution")
 	})
