@@ -80,7 +80,7 @@ var funcs = template.FuncMap{
 	"ms":    func(ms *int64) string { return formatDuration(time.Duration(derefInt(ms)) * time.Millisecond) },
 	"ts":    formatTime,
 	"clock": func(t time.Time) string { return t.UTC().Format("15:04:05.000") },
-	"ago":   func(t time.Time) string { return formatDuration(time.Since(t).Round(time.Second)) + " ago" },
+	"ago":   ago,
 	"pct":   func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },
 	"num":   func(f float64) string { return fmt.Sprintf("%.6g", f) },
 	"json":  prettyJSON,
@@ -90,6 +90,14 @@ var funcs = template.FuncMap{
 	"pos":   func(f float64) string { return fmt.Sprintf("%.3f%%", f) },
 	"add":   func(a, b int) int { return a + b },
 	"mulf":  func(a, b float64) float64 { return a * b },
+}
+
+func ago(t time.Time) string {
+	d := time.Since(t).Round(time.Second)
+	if d < time.Second {
+		return "just now"
+	}
+	return d.String() + " ago"
 }
 
 func derefInt(p *int64) int64 {
