@@ -74,3 +74,18 @@ func TestConfigRefusesAShortTokenAndHalfBasicAuth(t *testing.T) {
 		}
 	}
 }
+
+func TestSignInReturnsOnlyToTheConsole(t *testing.T) {
+	for next, want := range map[string]string{
+		"/emergency?x=1":       "/emergency?x=1",
+		"":                     "/executions",
+		"https://evil.example": "/executions",
+		"//evil.example":       "/executions",
+		"/\\evil.example":      "/executions",
+		"emergency":            "/executions",
+	} {
+		if got := localPath(next); got != want {
+			t.Errorf("localPath(%q) = %q, want %q", next, got, want)
+		}
+	}
+}

@@ -560,11 +560,7 @@ func (s *Server) plots(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 	p := s.newPage(r, "login", "Sign in")
-	next := r.URL.Query().Get("next")
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
-		next = "/executions"
-	}
-	p.Data = map[string]any{"Token": s.auth.token != "", "Basic": s.auth.user != "", "Next": next}
+	p.Data = map[string]any{"Token": s.auth.token != "", "Basic": s.auth.user != "", "Next": localPath(r.URL.Query().Get("next"))}
 	s.views.render(w, r, http.StatusOK, "login", p)
 }
 
@@ -580,11 +576,18 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	http.SetCookie(w, s.auth.newSession(r.TLS != nil))
-	next := r.PostFormValue("next")
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
-		next = "/executions"
+	http.Redirect(w, r, localPath(r.PostFormValue("next")), http.StatusSeeOther)
+}
+
+// localPath returns next when it is a path of the console, else the executions
+// list: a sign-in never sends the browser to another site.
+func localPath(next string) string {
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || !strings.HasPrefix(next, "/") ||
+		strings.HasPrefix(next, "//") || strings.ContainsAny(next, "\\\r\n\t") {
+		return "/executions"
 	}
-	http.Redirect(w, r, next, http.StatusSeeOther)
+	return next
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
