@@ -69,6 +69,7 @@ func (c *Config) Validate() error {
 // Server is the console: it follows the deployment and serves the page.
 type Server struct {
 	cfg    Config
+	nc     *nats.Conn
 	client *client.Client
 	idx    *index
 	hub    *hub
@@ -96,10 +97,29 @@ func New(nc *nats.Conn, prefix string, cfg Config, log zerolog.Logger) (*Server,
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, client: cl, idx: newIndex(cfg.MaxExecutions), hub: newHub(), auth: newAuth(cfg), views: views, log: log}
+	s := &Server{cfg: cfg, nc: nc, client: cl, idx: newIndex(cfg.MaxExecutions), hub: newHub(), auth: newAuth(cfg), views: views, log: log}
 	s.feeds = newFeeds(nc, js, cl.Subjects(), s.idx, s.hub, cfg, log)
 	s.refuse.watch(nc)
+	s.watchConnection(nc)
 	return s, nil
+}
+
+// watchConnection makes every page reload when the NATS connection drops or comes
+// back, so that none shows stale figures as live. It keeps nc's handlers.
+func (s *Server) watchConnection(nc *nats.Conn) {
+	down, up := nc.Opts.DisconnectedErrCB, nc.Opts.ReconnectedCB
+	nc.SetDisconnectErrHandler(func(c *nats.Conn, err error) {
+		s.hub.touchAll()
+		if down != nil {
+			down(c, err)
+		}
+	})
+	nc.SetReconnectHandler(func(c *nats.Conn) {
+		s.hub.touchAll()
+		if up != nil {
+			up(c)
+		}
+	})
 }
 
 // hubInterval is how often changes are pushed to the pages.

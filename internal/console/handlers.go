@@ -62,7 +62,11 @@ func securityHeaders(h http.Handler) http.Handler {
 // newPage returns a page for r.
 func (s *Server) newPage(r *http.Request, nav, title string, topics ...string) *page {
 	session := s.auth.session(r)
-	return &page{Title: title, Nav: nav, Topics: topics, CSRF: s.auth.csrf(session), Actions: s.auth.enabled(),
+	offline := ""
+	if s.nc != nil && !s.nc.IsConnected() {
+		offline = "The console has lost its NATS connection (" + strings.ToLower(s.nc.Status().String()) + "): what this page shows may be stale. It reconnects by itself; check the NATS servers and the network."
+	}
+	return &page{Offline: offline, Title: title, Nav: nav, Topics: topics, CSRF: s.auth.csrf(session), Actions: s.auth.enabled(),
 		Signed: session != "", Flash: r.URL.Query().Get("ok"), Error: r.URL.Query().Get("err"), Path: r.URL.RequestURI()}
 }
 

@@ -45,6 +45,12 @@ func (h *hub) touch(topic string) {
 	h.mu.Unlock()
 }
 
+// touchAll marks every topic changed, so that every page reloads.
+func (h *hub) touchAll() { h.touch(topicAll) }
+
+// topicAll stands for every topic.
+const topicAll = "*"
+
 // subscribe returns a subscriber to topics; cancel it with unsubscribe.
 func (h *hub) subscribe(topics []string) *subscriber {
 	s := &subscriber{topics: map[string]bool{}, changed: map[string]bool{}, notify: make(chan struct{}, 1)}
@@ -97,7 +103,7 @@ func (h *hub) flush() {
 	}
 	for s := range h.subs {
 		for t := range s.topics {
-			if h.pending[t] {
+			if h.pending[t] || h.pending[topicAll] {
 				s.changed[t] = true
 			}
 		}

@@ -53,6 +53,8 @@ type page struct {
 	Signed  bool // this browser is signed in
 	Flash   string
 	Error   string
+	// Offline says the console has lost NATS, so that the page may be stale.
+	Offline string
 	Path    string
 	Data    any
 }
@@ -71,6 +73,9 @@ func (v *views) render(w http.ResponseWriter, r *http.Request, code int, name st
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
+	if p.Offline != "" {
+		w.Header().Set("X-Flowguard-Offline", p.Offline) // the script shows it above a swapped live part
+	}
 	w.WriteHeader(code)
 	_, _ = w.Write(buf.Bytes())
 }

@@ -14,7 +14,19 @@
     if (busy) { again = true; return; }
     busy = true;
     fetch(location.href, { headers: { "X-Partial": "1" }, credentials: "same-origin" })
-      .then(function (r) { return r.text(); })
+      .then(function (r) {
+        var banner = document.getElementById("nats-offline"), offline = r.headers.get("X-Flowguard-Offline");
+        if (banner) {
+          banner.textContent = "";
+          if (offline) {
+            var p = document.createElement("p");
+            p.className = "flash err";
+            p.textContent = offline;
+            banner.appendChild(p);
+          }
+        }
+        return r.text();
+      })
       .then(function (html) {
         // Keep open <details> open across the swap.
         var open = {};
