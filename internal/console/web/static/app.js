@@ -43,6 +43,8 @@
   }
   var es = new EventSource("/sse?topics=" + encodeURIComponent(topics));
   es.addEventListener("change", reload);
-  es.onopen = function () { document.body.classList.remove("offline"); };
+  // A change between the page's render and this stream's start, or while the
+  // stream was down, was not heard: catch up once the stream is open.
+  es.onopen = function () { document.body.classList.remove("offline"); reload(); };
   es.onerror = function () { document.body.classList.add("offline"); };
 })();
