@@ -40,10 +40,18 @@ func (s *Server) readExecution(ctx context.Context, workflowID, executionID stri
 	if total == 0 {
 		return nil, nil
 	}
-	cons, err := s.feeds.js.OrderedConsumer(ctx, contract.StreamEvents, jetstream.OrderedConsumerConfig{FilterSubjects: []string{filter}})
+	// A page of a running execution reads again on every change: remove each
+	// reader at once rather than leave it to expire.
+	cons, err := s.feeds.js.OrderedConsumer(ctx, contract.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter}, InactiveThreshold: 30 * time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("read the events of %s: %w", executionID, err)
 	}
+	defer func() {
+		if info := cons.CachedInfo(); info != nil {
+			_ = s.feeds.js.DeleteConsumer(context.WithoutCancel(ctx), contract.StreamEvents, info.Name)
+		}
+	}()
 	var out []contract.Event
 	for uint64(len(out)) < min(total, maxExecutionEvents) {
 		batch, err := cons.Fetch(500, jetstream.FetchMaxWait(2*time.Second))
