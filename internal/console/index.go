@@ -1,6 +1,7 @@
 package console
 
 import (
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -58,10 +59,13 @@ type index struct {
 	byKey  map[string]*Execution
 	order  []string // keys, oldest first seen first
 	series map[string]*series
+	// bots and workflows count the executions kept of each, for the filters.
+	bots, workflows map[string]int
 }
 
 func newIndex(max int) *index {
-	return &index{max: max, byKey: make(map[string]*Execution, max), series: map[string]*series{}}
+	return &index{max: max, byKey: make(map[string]*Execution, max), series: map[string]*series{},
+		bots: map[string]int{}, workflows: map[string]int{}}
 }
 
 func execKey(workflowID, executionID string) string { return workflowID + "/" + executionID }
@@ -78,6 +82,8 @@ func (x *index) apply(ev *contract.Event) Execution {
 			CorrelationID: ev.CorrelationID, Status: contract.StatusRunning, Started: ev.Time}
 		x.byKey[key] = e
 		x.order = append(x.order, key)
+		x.bots[e.BotID]++
+		x.workflows[e.WorkflowID]++
 		x.evict()
 	}
 	if ev.Time.After(e.Updated) {
@@ -107,13 +113,22 @@ func (x *index) evict() {
 		return
 	}
 	for _, key := range x.order[:n] {
+		e := x.byKey[key]
 		delete(x.byKey, key)
+		uncount(x.bots, e.BotID)
+		uncount(x.workflows, e.WorkflowID)
 	}
 	// Copy when the dropped head is large, so the backing array does not grow forever.
 	if cap(x.order) > 2*x.max {
 		x.order = slices.Clone(x.order[n:])
 	} else {
 		x.order = x.order[n:]
+	}
+}
+
+func uncount(m map[string]int, k string) {
+	if m[k]--; m[k] <= 0 {
+		delete(m, k)
 	}
 }
 
@@ -174,19 +189,7 @@ func (x *index) find(executionID string) (string, bool) {
 func (x *index) facets() (bots, workflows []string) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	b, w := map[string]bool{}, map[string]bool{}
-	for _, e := range x.byKey {
-		b[e.BotID], w[e.WorkflowID] = true, true
-	}
-	for k := range b {
-		bots = append(bots, k)
-	}
-	for k := range w {
-		workflows = append(workflows, k)
-	}
-	slices.Sort(bots)
-	slices.Sort(workflows)
-	return bots, workflows
+	return slices.Sorted(maps.Keys(x.bots)), slices.Sorted(maps.Keys(x.workflows))
 }
 
 func (x *index) seriesOf(workflowID string) *series {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -45,6 +46,9 @@ func TestIndexKeepsTheLatestExecutionsWithinItsBound(t *testing.T) {
 	}
 	if _, ok := x.get("wf0", "e000000"); ok {
 		t.Error("the oldest execution was kept beyond the bound")
+	}
+	if x.bots["b0"]+x.bots["b1"] != 1000 || x.workflows["wf0"]+x.workflows["wf1"]+x.workflows["wf2"] != 1000 {
+		t.Errorf("the filters count %v and %v, want 1000 executions each", x.bots, x.workflows)
 	}
 }
 
@@ -139,4 +143,28 @@ func BenchmarkExecutionsPage(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkIndexApply folds events into an index full at 10,000 executions, so
+// that every new execution evicts one, and reports the heap the index holds per
+// execution.
+func BenchmarkIndexApply(b *testing.B) {
+	x := newIndex(10000)
+	start := time.Now().Add(-time.Hour)
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	fill(x, 10000, start)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held := float64(after.HeapAlloc-before.HeapAlloc) / 10000
+	evs := events("wf", "", "b1", start, time.Millisecond, contract.ExecutionCompleted)
+	i := 0
+	for b.Loop() {
+		i++
+		ev := evs[i%len(evs)]
+		ev.ExecutionID = fmt.Sprintf("n%d", i/len(evs))
+		x.apply(&ev)
+	}
+	b.ReportMetric(held, "heap-B/execution")
 }
