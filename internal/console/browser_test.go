@@ -369,7 +369,15 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		run(t, browser, "the limits show beside the metrics", chromedp.Navigate(d.url+"/risk"),
 			visible(`section[data-bot="b1"] tr[data-limit="max-daily-loss"].g-warn`), visible(`section[data-bot="b1"] tr[data-limit="btc-size"].g-ok`))
+		more := -300.0
+		if _, err := d.client.ReportMetrics(d.ctx, "b1", contract.RiskUpdate{PnL: &more}, day); err != nil {
+			t.Fatal(err)
+		}
+		run(t, browser, "the breach shows, and the worker's auto-halt beside it",
+			visible(`section[data-bot="b1"] tr[data-limit="max-daily-loss"].g-breach .auto-halted`))
 		screenshot(t, browser, "risk")
+		run(t, browser, "the emergency view marks the auto-halt", chromedp.Navigate(d.url+"/emergency"),
+			visible(`tr[data-scope="bot.b1"] .e-halted`), visible(`tr[data-scope="bot.b1"] .tag.bad`))
 
 		run(t, browser, "the plots show", chromedp.Navigate(d.url+"/plots"), visible(`section[data-workflow="two-step"] svg.chart`))
 		screenshot(t, browser, "plots")
