@@ -89,3 +89,22 @@ func TestSignInReturnsOnlyToTheConsole(t *testing.T) {
 		}
 	}
 }
+
+func TestOnlyTheConsoleReportsOutcomes(t *testing.T) {
+	s := testServer(t, Config{Token: "0123456789abcdef-token"})
+	for _, tc := range []struct {
+		query string
+		shown bool
+	}{
+		{s.outcome("halt global stored", ""), true},
+		{s.outcome("", "give a reason"), true},
+		{"ok=" + url.QueryEscape("call +1 555 to resume"), false},
+		{"ok=forged&sig=" + s.auth.sign("outcome:other\x00"), false},
+	} {
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/dlq?"+tc.query, nil))
+		if shown := strings.Contains(rec.Body.String(), `class="flash`); shown != tc.shown {
+			t.Errorf("%s: shown %v, want %v", tc.query, shown, tc.shown)
+		}
+	}
+}

@@ -66,8 +66,27 @@ func (s *Server) newPage(r *http.Request, nav, title string, topics ...string) *
 	if s.nc != nil && !s.nc.IsConnected() {
 		offline = "The console has lost its NATS connection (" + strings.ToLower(s.nc.Status().String()) + "): what this page shows may be stale. It reconnects by itself; check the NATS servers and the network."
 	}
-	return &page{Offline: offline, Title: title, Nav: nav, Topics: topics, CSRF: s.auth.csrf(session), Actions: s.auth.enabled(),
-		Signed: session != "", Flash: r.URL.Query().Get("ok"), Error: r.URL.Query().Get("err"), Path: r.URL.RequestURI()}
+	p := &page{Offline: offline, Title: title, Nav: nav, Topics: topics, CSRF: s.auth.csrf(session), Actions: s.auth.enabled(),
+		Signed: session != "", Path: r.URL.RequestURI()}
+	// The outcome of an action comes back in the URL, signed, so that a link made
+	// elsewhere cannot put words on the page.
+	q := r.URL.Query()
+	if ok, failed := q.Get("ok"), q.Get("err"); equal(q.Get("sig"), s.auth.sign("outcome:"+ok+"\x00"+failed)) {
+		p.Flash, p.Error = ok, failed
+	}
+	return p
+}
+
+// outcome returns the query that reports an action's outcome to the page.
+func (s *Server) outcome(ok, failed string) string {
+	q := url.Values{"sig": {s.auth.sign("outcome:" + ok + "\x00" + failed)}}
+	if ok != "" {
+		q.Set("ok", ok)
+	}
+	if failed != "" {
+		q.Set("err", failed)
+	}
+	return q.Encode()
 }
 
 // act wraps an action: it refuses requests without credentials or with a bad CSRF
@@ -88,15 +107,14 @@ func (s *Server) act(fn func(r *http.Request) (back, done string, err error)) ht
 			err = cause
 		}
 		end()
-		q := url.Values{}
+		failed := ""
 		if err != nil {
 			s.log.Warn().Err(err).Str("path", r.URL.Path).Msg("console action failed")
-			q.Set("err", err.Error())
+			done, failed = "", err.Error()
 		} else {
 			s.log.Info().Str("path", r.URL.Path).Str("done", done).Msg("console action")
-			q.Set("ok", done)
 		}
-		http.Redirect(w, r, back+"?"+q.Encode(), http.StatusSeeOther)
+		http.Redirect(w, r, back+"?"+s.outcome(done, failed), http.StatusSeeOther)
 	}
 }
 
@@ -154,12 +172,15 @@ func (s *Server) executions(w http.ResponseWriter, r *http.Request) {
 	q := Query{BotID: in.Get("bot"), WorkflowID: in.Get("workflow"), Status: in.Get("status"), Limit: pageSize}
 	p := s.newPage(r, "executions", "Executions", topicExecutions)
 	if id := strings.TrimSpace(in.Get("id")); id != "" {
-		p.Error = fmt.Sprintf("execution %q is not among those in the window; open /executions/<workflow_id>/%s to read it from the event stream", id, id)
+		p.Error = "no execution with this id in the window; open /executions/<workflow_id>/<execution_id> to read an older one from the event stream"
+		if contract.CheckID("execution", id) != nil {
+			p.Error = "an execution id is 1 to 64 of A-Z a-z 0-9 _ -"
+		}
 	}
 	if since := in.Get("since"); since != "" {
 		d, err := time.ParseDuration(since)
 		if err != nil || d <= 0 {
-			p.Error = fmt.Sprintf("since %q is not a duration such as 15m or 2h", since)
+			p.Error = "started within must be a duration such as 15m or 2h"
 		} else {
 			q.Since = time.Now().Add(-d)
 		}
@@ -571,12 +592,12 @@ func (s *Server) loginPage(w http.ResponseWriter, r *http.Request) {
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	if !s.auth.enabled() {
-		http.Redirect(w, r, "/login?err="+url.QueryEscape(refusedDisabled), http.StatusSeeOther)
+		http.Redirect(w, r, "/login?"+s.outcome("", refusedDisabled), http.StatusSeeOther)
 		return
 	}
 	if !sameOrigin(r) || !s.auth.credentials(r.PostFormValue("token"), r.PostFormValue("user"), r.PostFormValue("password")) {
 		s.log.Warn().Str("remote", r.RemoteAddr).Msg("console sign-in refused")
-		http.Redirect(w, r, "/login?err="+url.QueryEscape("wrong token, or user and password: give those the console was started with"), http.StatusSeeOther)
+		http.Redirect(w, r, "/login?"+s.outcome("", "wrong token, or user and password: give those the console was started with"), http.StatusSeeOther)
 		return
 	}
 	http.SetCookie(w, s.auth.newSession(r.TLS != nil))
