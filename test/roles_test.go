@@ -22,7 +22,7 @@ import (
 )
 
 // rolePasswords are the passwords of the users of deploy/nats/auth.conf in tests.
-var rolePasswords = map[string]string{"worker": "worker-pw", "bot": "bot-pw", "operator": "operator-pw"}
+var rolePasswords = map[string]string{"worker": "worker-pw", "bot": "bot-pw", "operator": "operator-pw", "viewer": "viewer-pw", "console": "console-pw"}
 
 // rolesServer starts a server with the users and permissions the cluster ships.
 func rolesServer(t *testing.T) *natstest.Server {
