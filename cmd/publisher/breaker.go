@@ -106,6 +106,13 @@ func (c *breakerStatusCmd) Run(e *env) error {
 			}
 			fmt.Fprintf(e.out, "cluster       %s\n", line)
 		}
+		if p := st.Pause; p != nil {
+			state := "PAUSED until " + p.Until.Local().Format(time.RFC3339Nano)
+			if now.After(p.Until) {
+				state = "paused until " + p.Until.Local().Format(time.RFC3339Nano) + " (lapsed)"
+			}
+			fmt.Fprintf(e.out, "rate limit    %s, asked by the provider of worker %s: %s\n", state, p.WorkerID, p.Reason)
+		}
 	}
 	fmt.Fprintf(e.out, "(every change of a worker's breaker is published on %s: nats sub '%s')\n",
 		e.client.Subjects().Breakers("<provider>"), e.client.Subjects().BreakersAll())
