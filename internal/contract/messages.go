@@ -22,7 +22,6 @@ const (
 	ExecutionStarted   = "execution_started"
 	NodeStarted        = "node_started"
 	NodeRetrying       = "node_retrying"
-	// NodeWaiting: see ratelimit.go.
 	NodeCompleted      = "node_completed"
 	NodeFailed         = "node_failed"
 	NodeSkipped        = "node_skipped"
