@@ -120,6 +120,11 @@ func Streams(c Config) []jetstream.StreamConfig {
 			MaxAge: DefaultDLQMaxAge, Duplicates: c.DuplicateWindow,
 		},
 		{
+			Name: contract.StreamSchedules, Description: "flowguard schedules (JetStream fires them) and their firings (a work queue)",
+			Subjects: []string{s.SchedulesAll(), s.FiredAll()}, Retention: jetstream.WorkQueuePolicy,
+			Duplicates: c.DuplicateWindow, AllowMsgSchedules: true, AllowRollup: true,
+		},
+		{
 			Name: contract.StreamRateLimits, Description: "flowguard rate limits: one counter per provider, budget and window",
 			Subjects: []string{s.RateLimitAll()}, Retention: jetstream.LimitsPolicy,
 			MaxAge: rateCountersMaxAge, MaxMsgsPerSubject: 1, Duplicates: time.Second, AllowMsgCounter: true,
