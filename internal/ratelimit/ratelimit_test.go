@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -20,7 +21,7 @@ import (
 )
 
 // fleet starts a server and n limiters, each on its own connection, watching the bucket.
-func fleet(t *testing.T, n int, budgets map[string]contract.RateLimits) ([]*Limiter, *provision.Buckets, jetstream.JetStream) {
+func fleet(t testing.TB, n int, budgets map[string]contract.RateLimits) ([]*Limiter, *provision.Buckets, jetstream.JetStream) {
 	t.Helper()
 	srv := natstest.Start(t)
 	js := natstest.JetStream(t, srv.URL())
@@ -113,6 +114,9 @@ func TestAdmitRefuses(t *testing.T) {
 		{Name: "weight", Limit: 5, Window: "1m"}, {Name: "orders", Limit: 1, Window: "1h"}}}}
 	limiters, _, _ := fleet(t, 1, budgets)
 	l := limiters[0]
+	// Mid-window, whatever the time the test runs: nothing here waits.
+	now := time.Date(2026, 11, 30, 8, 30, 10, 0, time.UTC)
+	l.now = func() time.Time { return now }
 	ctx := context.Background()
 	if err := l.Admit(ctx, time.Minute, resilience.Admission{Provider: "free"}); err != nil {
 		t.Errorf("a provider without budgets: %v", err)
@@ -187,4 +191,36 @@ func TestParse(t *testing.T) {
 			t.Errorf("%s: %v, want invalid", bad, err)
 		}
 	}
+}
+
+func TestBudgetsEditedLiveReplaceTheFiles(t *testing.T) {
+	file := map[string]contract.RateLimits{"ex": {Budgets: []contract.Budget{{Name: "w", Limit: 1000, Window: "1h"}}}}
+	limiters, buckets, _ := fleet(t, 2, file)
+	ctx := context.Background()
+	if _, err := buckets.RateLimits.Put(ctx, contract.RateBudgetsKey("ex"), []byte(`{"budgets": [{"name": "w", "limit": 1, "window": "1h"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	a := resilience.Admission{Provider: "ex", Weight: 2}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		for _, l := range limiters {
+			if err := l.Admit(ctx, time.Second, a); !errors.Is(err, resilience.ErrRateLimited) {
+				return fmt.Errorf("weight 2 against the bucket's limit of 1: %v", err)
+			}
+		}
+		return nil
+	})
+	if _, err := buckets.RateLimits.Put(ctx, contract.RateBudgetsKey("ex"), []byte(`{"budgets": [{"name": "w", "limit": -5, "window": "1h"}]}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := buckets.RateLimits.Delete(ctx, contract.RateBudgetsKey("ex")); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		for _, l := range limiters {
+			if err := l.Admit(ctx, 5*time.Second, a); err != nil {
+				return fmt.Errorf("after the bucket's budgets were deleted, the file's apply: %v", err)
+			}
+		}
+		return nil
+	})
 }
