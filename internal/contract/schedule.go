@@ -2,12 +2,12 @@ package contract
 
 // StreamSchedules holds schedules (<prefix>.schedules.<name>, the last message per
 // subject: JetStream fires it, allow_msg_schedules) and their firings
-// (<prefix>.fired.<workflow_id>.<name>, a work queue that workers forward to
-// FLOW_EXEC). A stream of its own, since message schedules need roll-ups, which
+// (<prefix>.fired.<workflow_id>.<name>, a work queue whose firings workers run as
+// execution requests). A stream of its own, since message schedules need roll-ups, which
 // FLOW_EXEC must not allow.
 const StreamSchedules = "FLOW_SCHEDULES"
 
-// DurableSchedules is the consumer through which workers forward firings.
+// DurableSchedules is the consumer through which workers take firings.
 const DurableSchedules = "flowguard-schedules"
 
 // Headers of schedules. The Nats-Schedule* headers are JetStream's; a paused
@@ -18,12 +18,10 @@ const (
 	HeaderScheduleTarget   = "Nats-Schedule-Target"
 	HeaderScheduleTimeZone = "Nats-Schedule-Time-Zone"
 	HeaderScheduleNext     = "Nats-Schedule-Next"
-	// HeaderFiredBy names the schedule of a request a worker forwarded from a firing.
-	HeaderFiredBy        = "Flowguard-Schedule"
-	HeaderRollup         = "Nats-Rollup"
-	HeaderPausedSchedule = "Flowguard-Paused-Schedule"
-	HeaderPausedTimeZone = "Flowguard-Paused-Time-Zone"
-	HeaderPausedBy       = "Flowguard-Paused-By"
+	HeaderRollup           = "Nats-Rollup"
+	HeaderPausedSchedule   = "Flowguard-Paused-Schedule"
+	HeaderPausedTimeZone   = "Flowguard-Paused-Time-Zone"
+	HeaderPausedBy         = "Flowguard-Paused-By"
 )
 
 // MaxScheduleName is the longest schedule name: the request id of a firing is the

@@ -2,10 +2,10 @@
 // process: a schedule is the last message on <prefix>.schedules.<name> in stream
 // FLOW_SCHEDULES, whose Nats-Schedule header (@every, cron with a time zone, @at)
 // makes the server itself store a copy, a firing, on
-// <prefix>.fired.<workflow_id>.<name> at each due time. Workers forward each
-// firing to FLOW_EXEC as an execution request whose request id is the schedule's
-// name and the firing's time (see Forwarder), so that two firings never merge and
-// a redelivered firing never runs twice.
+// <prefix>.fired.<workflow_id>.<name> at each due time. Workers take the firings
+// through a durable consumer they share and handle each as an execution request
+// whose request id is the schedule's name and the firing's time (see AsRequest),
+// so that two firings never merge and a redelivered firing never runs twice.
 package schedule
 
 import (

@@ -95,7 +95,6 @@ func TestFiringIDAndLateness(t *testing.T) {
 	if err := contract.CheckID("request_id", FiringID("a123456789012345678901234567890123456789", fired)); err != nil {
 		t.Errorf("the longest name makes an invalid id: %v", err)
 	}
-	f := &Forwarder{}
 	next := func(d time.Duration) nats.Header {
 		return nats.Header{contract.HeaderScheduleNext: []string{fired.Add(d).Format(time.RFC3339Nano)}}
 	}
@@ -113,8 +112,7 @@ func TestFiringIDAndLateness(t *testing.T) {
 		{"one-off", fired.Add(24 * time.Hour), nats.Header{contract.HeaderScheduleNext: []string{"purge"}}, false},
 	}
 	for _, tc := range cases {
-		f.now = func() time.Time { return tc.now }
-		if got := f.late(tc.h, fired) != ""; got != tc.late {
+		if got := lateness(tc.h, fired, tc.now) != ""; got != tc.late {
 			t.Errorf("%s: late %v, want %v", tc.name, got, tc.late)
 		}
 	}

@@ -174,9 +174,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
 		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
 		Strs("secret_env", w.secrets.Names()).Bool("inline_workflows", !w.cfg.RefuseInlineWorkflows).Msg("worker started")
-	forwarding := w.forwardSchedules(ctx)
+	firings := w.runSchedules(ctx)
 	w.consumer.Run(ctx)
-	<-forwarding
+	<-firings
 	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
 		w.log.Warn().Err(derr).Msg("drain connection")
 	}
