@@ -78,7 +78,7 @@ func (c *breakerStatusCmd) Run(e *env) error {
 		if c.Provider != "" {
 			what = c.Provider + " has"
 		}
-		fmt.Fprintf(e.out, "%s no operator order and no shared state: breakers run on their own.\n", what)
+		fmt.Fprintf(e.out, "%s no operator order, no shared state and no rate-limit pause: breakers run on their own.\n", what)
 	}
 	now := time.Now()
 	for _, st := range all {
