@@ -331,20 +331,6 @@ func (l *Limiter) pause(p contract.ProviderPause) bool {
 	return true
 }
 
-// Pauses returns the pauses that hold now, by provider.
-func (l *Limiter) Pauses() map[string]contract.ProviderPause {
-	now := l.now()
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	out := map[string]contract.ProviderPause{}
-	for k, p := range l.pauses {
-		if now.Before(p.Until) {
-			out[k] = p
-		}
-	}
-	return out
-}
-
 // windowIndex numbers the windows of a budget from the Unix epoch.
 func windowIndex(t time.Time, window time.Duration) int64 {
 	return t.UnixMilli() / window.Milliseconds()

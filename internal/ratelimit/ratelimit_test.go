@@ -148,7 +148,10 @@ func TestBackoffPausesTheFleet(t *testing.T) {
 	until := time.Now().Add(1500 * time.Millisecond)
 	limiters[0].Backoff("ex", until, "HTTP 429")
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		if _, ok := limiters[1].Pauses()["ex"]; !ok {
+		limiters[1].mu.RLock()
+		_, ok := limiters[1].pauses["ex"]
+		limiters[1].mu.RUnlock()
+		if !ok {
 			return errors.New("the other worker has not seen the pause")
 		}
 		return nil
