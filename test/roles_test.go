@@ -192,11 +192,7 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 	}
 	// Operator: rate limits and schedules. Workers count the budgets, pause a
 	// provider that answers 429, and forward schedules' firings.
-	rates, err := h.js.KeyValue(ctx, contract.BucketRateLimits)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rates.Put(ctx, contract.RateBudgetsKey("api"), []byte(`{"budgets": [{"name": "calls", "limit": 100, "window": "1s"}]}`)); err != nil {
+	if err := h.client.SetRateLimits(ctx, "api", contract.RateLimits{Budgets: []contract.Budget{{Name: "calls", Limit: 100, Window: "1s"}}}); err != nil {
 		t.Fatal(err)
 	}
 	api := newWindowedAPI(t, time.Second)
@@ -204,6 +200,12 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 	h.deploy(fmt.Sprintf(limitedWorkflow, "limited", `"weight": 1, "budgets": ["calls"],`, api.URL))
 	if st := h.waitStatus("limited", hb.submit(&contract.Request{WorkflowID: "limited", BotID: "b1"}), 30*time.Second); st.Status != contract.StatusCompleted {
 		t.Fatalf("rate-limited call after a 429: %s %+v", st.Status, st.Error)
+	}
+	if limits, err := h.client.RateLimits(ctx); err != nil || len(limits) != 1 || len(limits[0].Budgets) != 1 || limits[0].Pause == nil {
+		t.Fatalf("rate limits %+v, %v; want the budget and the pause of api", limits, err)
+	}
+	if err := h.client.RemoveRateLimits(ctx, "api", true); err != nil {
+		t.Fatal(err)
 	}
 	h.deploy(quickWorkflow)
 	book := h.client.Schedules()

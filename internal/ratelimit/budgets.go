@@ -97,3 +97,27 @@ func Load(path string) (map[string]contract.RateLimits, error) {
 	}
 	return m, nil
 }
+
+// Check checks one provider's budgets, as the workers will.
+func Check(provider string, rl contract.RateLimits) error {
+	_, err := compile(provider, rl)
+	return err
+}
+
+// Usage is the weight used in the current window of a budget, over the fleet.
+type Usage struct {
+	Budget contract.Budget `json:"budget"`
+	Used   int64           `json:"used"`
+	// WindowEnd is when the current window ends.
+	WindowEnd time.Time `json:"window_end"`
+}
+
+// CounterSubject returns the counter of the window of b that holds now, and its end.
+func CounterSubject(s contract.Subjects, provider string, b contract.Budget, now time.Time) (string, time.Time, error) {
+	window, err := time.ParseDuration(b.Window)
+	if err != nil || window < MinWindow || window%time.Millisecond != 0 {
+		return "", time.Time{}, fmt.Errorf("%w: provider %s, budget %s: window %q", ErrInvalidBudgets, provider, b.Name, b.Window)
+	}
+	index := windowIndex(now, window)
+	return s.RateLimit(provider, b.Name, window, index), time.UnixMilli((index + 1) * window.Milliseconds()), nil
+}

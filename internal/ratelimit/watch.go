@@ -87,7 +87,7 @@ func (l *Limiter) apply(e jetstream.KeyValueEntry) {
 		l.mu.Lock()
 		delete(l.live, provider)
 		l.mu.Unlock()
-		log.Info().Msg("rate limits deleted from the bucket: the worker's own apply")
+		log.Info().Msg("rate limits deleted from the bucket: the worker's --rate-limits file applies again")
 	case what == "budgets":
 		var rl contract.RateLimits
 		bs, err := decodeBudgets(provider, e.Value(), &rl)
