@@ -37,6 +37,8 @@ const (
 	RiskMetrics      = "risk-metrics"
 	BreakerState     = "breaker-state"
 	BreakerOverride  = "breaker-override"
+	RateLimits       = "rate-limits"
+	ProviderPause    = "provider-pause"
 )
 
 const baseURL = "https://flowguard.dev/schemas/"

@@ -18,6 +18,7 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natstest"
+	"github.com/flowguard/flowguard/internal/schedule"
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
@@ -189,6 +190,47 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 	if _, err := h.client.Breakers(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
+	// Operator: rate limits and schedules. Workers count the budgets, pause a
+	// provider that answers 429, and forward schedules' firings.
+	if err := h.client.SetRateLimits(ctx, "api", contract.RateLimits{Budgets: []contract.Budget{{Name: "calls", Limit: 100, Window: "1s"}}}); err != nil {
+		t.Fatal(err)
+	}
+	api := newWindowedAPI(t, time.Second)
+	api.refuse = "1"
+	h.deploy(fmt.Sprintf(limitedWorkflow, "limited", `"weight": 1, "budgets": ["calls"],`, api.URL))
+	if st := h.waitStatus("limited", hb.submit(&contract.Request{WorkflowID: "limited", BotID: "b1"}), 30*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("rate-limited call after a 429: %s %+v", st.Status, st.Error)
+	}
+	if limits, err := h.client.RateLimits(ctx); err != nil || len(limits) != 1 || len(limits[0].Budgets) != 1 || limits[0].Pause == nil {
+		t.Fatalf("rate limits %+v, %v; want the budget and the pause of api", limits, err)
+	}
+	if err := h.client.RemoveRateLimits(ctx, "api", true); err != nil {
+		t.Fatal(err)
+	}
+	h.deploy(quickWorkflow)
+	book := h.client.Schedules()
+	if err := book.Add(ctx, schedule.Spec{Name: "roles", Every: time.Second, Request: contract.Request{WorkflowID: "quick", BotID: "b1"}}, false); err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		for _, m := range h.messages(contract.StreamEvents, "flow.events.*.quick.*."+contract.ExecutionCompleted) {
+			if strings.Contains(m.Subject(), ".roles-") {
+				return nil
+			}
+		}
+		return errors.New("no firing completed yet")
+	})
+	for _, step := range []func() error{
+		func() error { return book.Pause(ctx, "roles", "test") },
+		func() error { return book.Resume(ctx, "roles") },
+		func() error { _, err := book.List(ctx); return err },
+		func() error { return book.Remove(ctx, "roles") },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("schedule: %v", err)
+		}
+	}
+
 	// The workers' micro service answers the operator.
 	if reply, err := h.nc.Request("$SRV.PING.flowguard-worker", nil, 2*time.Second); err != nil {
 		t.Fatalf("micro ping: %v", err)

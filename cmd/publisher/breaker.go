@@ -78,7 +78,7 @@ func (c *breakerStatusCmd) Run(e *env) error {
 		if c.Provider != "" {
 			what = c.Provider + " has"
 		}
-		fmt.Fprintf(e.out, "%s no operator order and no shared state: breakers run on their own.\n", what)
+		fmt.Fprintf(e.out, "%s no operator order, no shared state and no rate-limit pause: breakers run on their own.\n", what)
 	}
 	now := time.Now()
 	for _, st := range all {
@@ -105,6 +105,13 @@ func (c *breakerStatusCmd) Run(e *env) error {
 				line += ": " + s.Reason
 			}
 			fmt.Fprintf(e.out, "cluster       %s\n", line)
+		}
+		if p := st.Pause; p != nil {
+			state := "PAUSED until " + p.Until.Local().Format(time.RFC3339Nano)
+			if now.After(p.Until) {
+				state = "paused until " + p.Until.Local().Format(time.RFC3339Nano) + " (lapsed)"
+			}
+			fmt.Fprintf(e.out, "rate limit    %s, asked by the provider of worker %s: %s\n", state, p.WorkerID, p.Reason)
 		}
 	}
 	fmt.Fprintf(e.out, "(every change of a worker's breaker is published on %s: nats sub '%s')\n",

@@ -43,6 +43,8 @@ type cli struct {
 	Risk      riskCmd      `cmd:"" help:"Risk limits and metrics."`
 	Orders    ordersCmd    `cmd:"" help:"Print order intents as they are placed."`
 	Breaker   breakerCmd   `cmd:"" help:"Force a provider's circuit breaker open or closed on every worker, or show its state."`
+	Schedule  scheduleCmd  `cmd:"" help:"Schedules: run a workflow every interval, on a cron or at a time, fired by JetStream itself."`
+	Ratelimit ratelimitCmd `cmd:"" help:"Providers' rate limits shared by the fleet: budgets set live, their use, and pauses."`
 }
 
 // env is what every command gets.

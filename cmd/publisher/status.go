@@ -10,14 +10,23 @@ import (
 )
 
 type statusCmd struct {
-	Execution string `arg:"" optional:"" help:"Execution id (the request id)."`
+	Execution string `arg:"" optional:"" help:"Execution id (the request id); with neither it nor --workflow, list the schedules."`
 	Workflow  string `help:"Workflow id: with no execution id, show its latest execution; with one, skip the lookup."`
 	JSON      bool   `help:"Print the status and result documents as JSON."`
 }
 
 func (c *statusCmd) Run(e *env) error {
 	if c.Execution == "" && c.Workflow == "" {
-		return &exitError{code: exitFailed, msg: "give an execution id, or --workflow W for its latest execution"}
+		// The deployment's overview: its schedules.
+		all, err := e.client.Schedules().List(e.ctx)
+		if err != nil {
+			return err
+		}
+		if !c.JSON {
+			fmt.Fprintln(e.out, "schedules (an execution's status: publisher status EXECUTION_ID, or --workflow W for its latest)")
+		}
+		printSchedules(e, all, c.JSON)
+		return nil
 	}
 	execID := c.Execution
 	if execID == "" {

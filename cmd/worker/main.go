@@ -20,6 +20,7 @@ import (
 	"github.com/flowguard/flowguard/internal/logging"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/ratelimit"
 	"github.com/flowguard/flowguard/internal/resilience"
 	"github.com/flowguard/flowguard/internal/worker"
 )
@@ -48,6 +49,7 @@ type cli struct {
 	HTTPAddr           string        `help:"Address serving /metrics (Prometheus), /healthz and /readyz, e.g. :9090 (default: off)." env:"FLOWGUARD_HTTP_ADDR"`
 	EmergencyStaleness time.Duration `help:"Beyond this time without confirming the emergency state, nothing new starts and no order is placed." default:"2s" env:"FLOWGUARD_EMERGENCY_STALENESS"`
 	RiskLimits         string        `help:"JSON file of risk limits by scope ({\"global\": [{\"id\": ..., \"type\": ...}]}); they apply beside those in KV." type:"existingfile" env:"FLOWGUARD_RISK_LIMITS"`
+	RateLimits         string        `help:"JSON file of providers' rate limits ({\"binance\": {\"budgets\": [{\"name\": \"weight\", \"limit\": 1200, \"window\": \"1m\"}]}}); those in the flow_ratelimits bucket replace them provider by provider." type:"existingfile" env:"FLOWGUARD_RATE_LIMITS"`
 	TradingDayReset    string        `help:"Time of day (HH:MM) the trading day, and daily loss, resets." default:"00:00" env:"FLOWGUARD_TRADING_DAY_RESET"`
 	TradingDayZone     string        `help:"Time zone of the trading day (IANA name)." default:"UTC" env:"FLOWGUARD_TRADING_DAY_ZONE"`
 
@@ -95,12 +97,18 @@ func run(c cli) error {
 	if err != nil {
 		return err
 	}
+	var rateLimits map[string]contract.RateLimits
+	if c.RateLimits != "" {
+		if rateLimits, err = ratelimit.Load(c.RateLimits); err != nil {
+			return err
+		}
+	}
 	w, err := worker.New(worker.Config{
 		NATS: c.NATS, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
 		WorkerID: c.WorkerID, Prefix: c.Prefix,
 		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes, RefuseInlineWorkflows: !c.InlineWorkflows,
 		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,
-		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone,
+		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone, RateLimits: rateLimits,
 		Consumer: consumer.Config{
 			Concurrency: c.Concurrency, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver,
 			BackOff: c.RedeliveryBackoff, ShutdownGrace: c.ShutdownGrace,

@@ -21,6 +21,9 @@ type BreakerStatus struct {
 	Override *contract.BreakerOverride
 	// Shared is the last state a worker shared in cluster scope, nil when none.
 	Shared *contract.BreakerState
+	// Pause is the last pause the provider asked of the fleet (429, 418), nil
+	// when none; it may have lapsed.
+	Pause *contract.ProviderPause `json:",omitempty"`
 }
 
 // OrderBreaker stores an operator's order about a provider's breaker; every
@@ -95,6 +98,9 @@ func (c *Client) Breakers(ctx context.Context, provider string) ([]BreakerStatus
 		if err := json.Unmarshal(e.Value(), target); err != nil {
 			return nil, fmt.Errorf("decode %s in %s: %w", e.Key(), contract.BucketBreakers, err)
 		}
+	}
+	if err := c.addPauses(ctx, provider, byProvider); err != nil {
+		return nil, err
 	}
 	out := make([]BreakerStatus, 0, len(byProvider))
 	for _, st := range byProvider {

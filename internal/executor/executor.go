@@ -346,7 +346,7 @@ func (r *run) startReady(ctx, runCtx context.Context) error {
 		}
 		r.running++
 		env := r.env(pn)
-		go func() { r.results <- r.e.runNode(runCtx, idx, pn, env, r.retried(runCtx, pn)) }()
+		go func() { r.results <- r.e.runNode(runCtx, idx, pn, env, r.retried(runCtx, pn), r.admission(runCtx, pn)) }()
 	}
 	return nil
 }
@@ -371,8 +371,9 @@ func (r *run) env(pn *planNode) *nodes.Env {
 }
 
 // runNode runs one node: a provider node through the resilience chain, calling
-// onRetry before each retry; any other node once, under its timeout.
-func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, env *nodes.Env, onRetry func(int, time.Duration, error)) nodeResult {
+// onRetry before each retry and drawing admit from its rate limits; any other
+// node once, under its timeout.
+func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, env *nodes.Env, onRetry func(int, time.Duration, error), admit *resilience.Admission) nodeResult {
 	start := time.Now()
 	timeout := cmp.Or(pn.timeout, e.timeout)
 	var res nodes.Result
@@ -384,7 +385,7 @@ func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, env *node
 	attempts := 1
 	var err error
 	if pn.provider != nil && e.chain != nil {
-		call := resilience.Call{Provider: pn.provider.Provider(), Timeout: timeout, Retry: e.retry.Override(pn.retry), OnRetry: onRetry}
+		call := resilience.Call{Provider: pn.provider.Provider(), Timeout: timeout, Retry: e.retry.Override(pn.retry), OnRetry: onRetry, Admission: admit}
 		attempts, err = e.chain.Do(ctx, call, op)
 	} else {
 		err = resilience.WithTimeout(ctx, timeout, func(ctx context.Context) error { return op(ctx, 1) })
@@ -414,6 +415,8 @@ func errorKind(err error) string {
 		return contract.KindCircuitOpen
 	case errors.Is(err, resilience.ErrAttemptTimeout):
 		return contract.KindTimeout
+	case errors.Is(err, resilience.ErrRateLimited):
+		return contract.KindRateLimited
 	}
 	return nodes.KindOf(err)
 }

@@ -39,6 +39,7 @@ type Metrics struct {
 	inFlight          prometheus.Gauge
 	redelivered       prometheus.Counter
 	deadLettered      *prometheus.CounterVec
+	rate              rateLimits
 
 	counts struct {
 		inFlight, completed, failed, halted, rejected, handedBack, redelivered, deadLettered atomic.Int64
@@ -80,6 +81,8 @@ func New() *Metrics {
 	m.registry.MustRegister(m.executions, m.executionDuration, m.nodeDuration, m.retries, m.breakerState,
 		m.emergencyState, m.inFlight, m.redelivered, m.deadLettered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.rate = newRateLimits()
+	m.registry.MustRegister(m.rate.collectors()...)
 	return m
 }
 

@@ -305,16 +305,32 @@ func statusError(method, target string, resp *http.Response, body []byte) *Error
 		msg += ": " + snippet
 	}
 	switch {
-	case code == http.StatusTooManyRequests:
-		wait := retryAfter(resp.Header.Get("Retry-After"), time.Now())
+	case code == http.StatusTooManyRequests || code == http.StatusTeapot: // 418: an exchange's ban
+		wait := banWait(resp.Header, time.Now())
 		if wait > 0 {
-			msg += fmt.Sprintf(" (the provider asks to retry after %s)", wait)
+			msg += fmt.Sprintf(" (the provider asks to retry after %s; every worker pauses its calls to it until then)", wait)
 		}
 		return &Error{Kind: KindRateLimited, Transient: true, Wait: wait, Err: errors.New(msg)}
 	case code >= 500 || code == http.StatusRequestTimeout:
 		return &Error{Kind: KindHTTPStatus, Transient: true, Err: errors.New(msg)}
 	}
 	return &Error{Kind: KindHTTPStatus, Err: errors.New(msg + "; the provider refused the request: check the node's config and inputs")}
+}
+
+// banWait reads how long a provider that answered 429 or 418 asks to wait:
+// Retry-After, else the reset of its rate limit (RateLimit-Reset, seconds; Bybit's
+// X-Bapi-Limit-Reset-Timestamp, Unix milliseconds); 0 when none.
+func banWait(h http.Header, now time.Time) time.Duration {
+	if wait := retryAfter(h.Get("Retry-After"), now); wait > 0 {
+		return wait
+	}
+	if secs, err := strconv.Atoi(strings.TrimSpace(h.Get("RateLimit-Reset"))); err == nil && secs > 0 {
+		return time.Duration(secs) * time.Second
+	}
+	if ms, err := strconv.ParseInt(strings.TrimSpace(h.Get("X-Bapi-Limit-Reset-Timestamp")), 10, 64); err == nil {
+		return max(time.UnixMilli(ms).Sub(now), 0)
+	}
+	return 0
 }
 
 // retryAfter reads a Retry-After header: seconds, or an HTTP date.

@@ -173,6 +173,9 @@ func TestHTTPClassifiesFailures(t *testing.T) {
 		{"429 seconds", 429, map[string]string{"Retry-After": "3"}, "", KindRateLimited, true, 3 * time.Second, "retry after 3s"},
 		{"429 date", 429, map[string]string{"Retry-After": later}, "", KindRateLimited, true, 80 * time.Second, "HTTP 429"},
 		{"429 without header", 429, nil, "", KindRateLimited, true, 0, "HTTP 429"},
+		{"418 ban", 418, map[string]string{"Retry-After": "120"}, "", KindRateLimited, true, 120 * time.Second, "retry after 2m0s"},
+		{"429 RateLimit-Reset", 429, map[string]string{"RateLimit-Reset": "7"}, "", KindRateLimited, true, 7 * time.Second, "HTTP 429"},
+		{"429 Bybit reset", 429, map[string]string{"X-Bapi-Limit-Reset-Timestamp": strconv.FormatInt(time.Now().Add(time.Minute).UnixMilli(), 10)}, "", KindRateLimited, true, 50 * time.Second, "HTTP 429"},
 		{"not JSON", 200, map[string]string{"Content-Type": "application/json"}, "<html>", KindBadResponse, false, 0, "not"},
 		{"too large", 200, nil, strings.Repeat("x", maxAnswerBytes+1), KindBadResponse, false, 0, "larger than"},
 	}

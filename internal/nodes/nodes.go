@@ -114,8 +114,8 @@ func (r *Registry) Compile(def *workflow.Definition) (map[string]Runner, error) 
 		if err != nil {
 			return nil, fmt.Errorf("%w: node %q (%s): %v", workflow.ErrInvalid, n.ID, n.Type, err)
 		}
-		if _, ok := run.(Provider); !ok && (n.Provider != "" || n.Retry != nil) {
-			return nil, fmt.Errorf("%w: node %q (%s): provider and retry apply to provider nodes only (%s, %s, %s); remove them or use a provider node",
+		if _, ok := run.(Provider); !ok && (n.Provider != "" || n.Retry != nil || n.Weight != 0 || len(n.Budgets) > 0) {
+			return nil, fmt.Errorf("%w: node %q (%s): provider, retry, weight and budgets apply to provider nodes only (%s, %s, %s); remove them or use a provider node",
 				workflow.ErrInvalid, n.ID, n.Type, TypeHTTP, TypeNATSRequest, TypeOrder)
 		}
 		runners[n.ID] = run

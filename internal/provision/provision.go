@@ -26,6 +26,9 @@ const (
 	DefaultDLQMaxAge       = 30 * 24 * time.Hour
 	riskHistory            = 16
 	breakersHistory        = 16
+	rateLimitsHistory      = 16
+	// rateCountersMaxAge keeps a budget's window counter past the longest window.
+	rateCountersMaxAge = 25 * time.Hour
 )
 
 // WorkflowHistory is how many versions of each workflow flow_workflows keeps.
@@ -84,6 +87,9 @@ type Buckets struct {
 	// Breakers holds operators' orders about providers' circuit breakers and, in
 	// cluster scope, the breaker states the workers share.
 	Breakers jetstream.KeyValue
+	// RateLimits holds providers' budgets that operators edit live and the pauses
+	// providers asked for.
+	RateLimits jetstream.KeyValue
 }
 
 // Streams returns the stream configurations of the contract, the emergency stream
@@ -112,6 +118,16 @@ func Streams(c Config) []jetstream.StreamConfig {
 			Name: contract.StreamDLQ, Description: "flowguard dead letters: requests that can never run",
 			Subjects: []string{s.DLQAll()}, Retention: jetstream.LimitsPolicy,
 			MaxAge: DefaultDLQMaxAge, Duplicates: c.DuplicateWindow,
+		},
+		{
+			Name: contract.StreamSchedules, Description: "flowguard schedules (JetStream fires them) and their firings (a work queue)",
+			Subjects: []string{s.SchedulesAll(), s.FiredAll()}, Retention: jetstream.WorkQueuePolicy,
+			Duplicates: c.DuplicateWindow, AllowMsgSchedules: true, AllowRollup: true,
+		},
+		{
+			Name: contract.StreamRateLimits, Description: "flowguard rate limits: one counter per provider, budget and window",
+			Subjects: []string{s.RateLimitAll()}, Retention: jetstream.LimitsPolicy,
+			MaxAge: rateCountersMaxAge, MaxMsgsPerSubject: 1, Duplicates: time.Second, AllowMsgCounter: true,
 		},
 	}
 }
@@ -175,6 +191,12 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (*Buckets, er
 	if b.Breakers, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: contract.BucketBreakers, Description: "flowguard circuit breakers: operators' orders and shared states, by provider",
 		History: breakersHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
+	}); err != nil {
+		return nil, err
+	}
+	if b.RateLimits, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
+		Bucket: contract.BucketRateLimits, Description: "flowguard rate limits: providers' budgets and pauses",
+		History: rateLimitsHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
 	}); err != nil {
 		return nil, err
 	}

@@ -30,6 +30,9 @@ type Options struct {
 	OnStateChange func(StateChange)
 	// NewTimer makes the timer of the waits between attempts; default real timers.
 	NewTimer func() Timer
+	// Limiter, when set, admits each attempt of a call with an Admission, and
+	// hears of providers asking to wait. Default: no rate limits.
+	Limiter Limiter
 }
 
 // Chain runs the calls of provider nodes. It is safe for concurrent use; its
@@ -41,6 +44,10 @@ type Options struct {
 //	             reported to Call.OnRetry
 //	breaker      the provider's circuit breaker and holds: when open, the attempt
 //	             fails with a *CircuitOpenError, no call is made, no retry follows
+//	rate limit   Limiter.Admit waits for the call's budgets (outside the breaker:
+//	             waiting is never a failure); a refusal is a *RateLimitedError, no
+//	             retry follows; a failure asking for a wait (RetryAfter) is told
+//	             to Limiter.Backoff
 //	timeout      each attempt under Call.Timeout; expiry is a *TimeoutError
 //	call         the node's work
 //
@@ -53,6 +60,7 @@ type Chain struct {
 	retryAfter   func(error) time.Duration
 	unrepeatable func(error) bool
 	newTimer     func() Timer
+	limiter      Limiter
 }
 
 // New returns a chain; it fails when the settings are invalid.
@@ -60,7 +68,7 @@ func New(o Options) (*Chain, error) {
 	if err := o.Settings.Validate(); err != nil {
 		return nil, err
 	}
-	c := &Chain{settings: o.Settings, transient: o.Transient, retryAfter: o.RetryAfter, unrepeatable: o.Unrepeatable, newTimer: o.NewTimer}
+	c := &Chain{settings: o.Settings, transient: o.Transient, retryAfter: o.RetryAfter, unrepeatable: o.Unrepeatable, newTimer: o.NewTimer, limiter: o.Limiter}
 	if c.transient == nil {
 		c.transient = func(error) bool { return false }
 	}
@@ -92,6 +100,9 @@ type Call struct {
 	// OnRetry, when set, is called before each wait with the number of the attempt
 	// to come (2 for the first retry), the wait and the failure that caused it.
 	OnRetry func(attempt int, delay time.Duration, err error)
+	// Admission, when set with a Limiter, is what each attempt draws from the
+	// provider's rate limits.
+	Admission *Admission
 }
 
 // Do runs op through the chain and returns the number of attempts made and the
@@ -108,6 +119,11 @@ func (c *Chain) Do(ctx context.Context, call Call, op func(ctx context.Context, 
 			return backoff.Permanent(err)
 		}
 		cb := b.cb.Load()
+		if c.limiter != nil && call.Admission != nil && cb.State() != gobreaker.StateOpen {
+			if err := c.limiter.Admit(ctx, call.Timeout, *call.Admission); err != nil {
+				return backoff.Permanent(err)
+			}
+		}
 		_, err := cb.Execute(func() (struct{}, error) {
 			err := WithTimeout(ctx, call.Timeout, func(ctx context.Context) error { return op(ctx, attempts) })
 			if err == nil {
@@ -123,6 +139,7 @@ func (c *Chain) Do(ctx context.Context, call Call, op func(ctx context.Context, 
 		if err == nil {
 			return nil
 		}
+		c.backoff(call.Provider, err)
 		if nf, ok := err.(*notFailure); ok {
 			return backoff.Permanent(nf.err)
 		}
@@ -150,4 +167,17 @@ func (c *Chain) Do(ctx context.Context, call Call, op func(ctx context.Context, 
 		err = &GaveUpError{Attempts: attempts, Deadline: sched.hitDeadline, Err: err}
 	}
 	return attempts, err
+}
+
+// backoff tells the limiter of a failure that asks every caller to wait.
+func (c *Chain) backoff(provider string, err error) {
+	if c.limiter == nil {
+		return
+	}
+	if nf, ok := err.(*notFailure); ok {
+		err = nf.err
+	}
+	if wait := c.retryAfter(err); wait > 0 {
+		c.limiter.Backoff(provider, c.breakers.now().Add(wait), err.Error())
+	}
 }

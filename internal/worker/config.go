@@ -60,6 +60,9 @@ type Config struct {
 	RefuseInlineWorkflows bool
 
 	Resilience ResilienceConfig
+	// RateLimits are providers' budgets, by provider (--rate-limits); those in
+	// the flow_ratelimits bucket replace them provider by provider.
+	RateLimits map[string]contract.RateLimits
 }
 
 // ResilienceConfig tunes the calls of provider nodes (see DESIGN.md, Resilience).

@@ -33,6 +33,7 @@ import (
 	"github.com/flowguard/flowguard/internal/nodes"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/publish"
+	"github.com/flowguard/flowguard/internal/ratelimit"
 	"github.com/flowguard/flowguard/internal/resilience"
 )
 
@@ -58,6 +59,8 @@ type Worker struct {
 	secrets       *nodes.Secrets
 	settings      resilience.Settings
 	breakers      *breakers.Sync
+	limiter       *ratelimit.Limiter
+	rateWatch     *ratelimit.Watch
 
 	ready atomic.Bool
 }
@@ -149,6 +152,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		go func() { defer background.Done(); run(bgCtx) }()
 	}
 	goBackground(func(ctx context.Context) { w.breakers.Run(ctx, watch) })
+	goBackground(func(ctx context.Context) { w.limiter.Run(ctx, w.rateWatch) })
 	goBackground(w.ctrl.Run)
 	goBackground(w.risk.Run)
 	if httpListener != nil {
@@ -170,7 +174,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
 		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
 		Strs("secret_env", w.secrets.Names()).Bool("inline_workflows", !w.cfg.RefuseInlineWorkflows).Msg("worker started")
+	firings := w.runSchedules(ctx)
 	w.consumer.Run(ctx)
+	<-firings
 	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
 		w.log.Warn().Err(derr).Msg("drain connection")
 	}
@@ -237,8 +243,11 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	w.breakers = breakers.New(buckets.Breakers, nc, breakers.Config{
 		WorkerID: w.cfg.WorkerID, Scope: w.cfg.Resilience.BreakerScope, Subjects: w.subjects, OpenTime: settings.Breaker.OpenTime,
 	}, w.log)
+	if w.rateWatch, err = w.setupRateLimits(bgCtx, nc, buckets.RateLimits); err != nil {
+		return nil, err
+	}
 	chain, err := resilience.New(resilience.Options{
-		Settings: settings, Transient: nodes.IsTransient, RetryAfter: nodes.RetryAfterOf, Unrepeatable: nodes.IsUnrepeatable,
+		Settings: settings, Limiter: w.limiter, Transient: nodes.IsTransient, RetryAfter: nodes.RetryAfterOf, Unrepeatable: nodes.IsUnrepeatable,
 		OnStateChange: func(c resilience.StateChange) {
 			w.breakers.Notify(c)
 			w.metrics.BreakerState(c.Provider, breakerLevel[c.To])

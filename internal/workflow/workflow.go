@@ -40,7 +40,15 @@ type Node struct {
 	Timeout         Duration        `json:"timeout,omitzero"`
 	Retry           *Retry          `json:"retry,omitempty"`
 	ContinueOnError bool            `json:"continue_on_error,omitempty"`
+	// Weight is what each attempt of a provider node draws from its provider's
+	// budgets; 0 means 1.
+	Weight int64 `json:"weight,omitempty"`
+	// Budgets names the provider's budgets the node draws from; none means all.
+	Budgets []string `json:"budgets,omitempty"`
 }
+
+// WeightOrDefault is the node's weight, 1 when unset.
+func (n *Node) WeightOrDefault() int64 { return max(n.Weight, 1) }
 
 // Retry overrides the worker's retry profile for one node.
 type Retry struct {
@@ -114,6 +122,9 @@ func (d *Definition) Check() error {
 			return fmt.Errorf("%w: node %q: retry.min_wait (%s) is longer than retry.max_wait (%s); the first wait is the shortest",
 				ErrInvalid, n.ID, time.Duration(r.MinWait), time.Duration(r.MaxWait))
 		}
+		if err := n.checkRateLimit(); err != nil {
+			return err
+		}
 		seen := make(map[string]bool, len(n.DependsOn))
 		for _, dep := range n.DependsOn {
 			if _, ok := index[dep]; !ok {
@@ -172,4 +183,31 @@ func (d *Definition) findCycle(index map[string]int) []string {
 		}
 	}
 	return nil
+}
+
+// checkRateLimit checks a node's weight and budget names.
+func (n *Node) checkRateLimit() error {
+	if n.Weight < 0 {
+		return fmt.Errorf("%w: node %q: weight %d must be at least 1 (the default)", ErrInvalid, n.ID, n.Weight)
+	}
+	seen := make(map[string]bool, len(n.Budgets))
+	for _, b := range n.Budgets {
+		if !validBudgetName(b) {
+			return fmt.Errorf("%w: node %q: budget %q must be 1 to 64 of A-Z a-z 0-9 _ -", ErrInvalid, n.ID, b)
+		}
+		if seen[b] {
+			return fmt.Errorf("%w: node %q: lists budget %q twice", ErrInvalid, n.ID, b)
+		}
+		seen[b] = true
+	}
+	return nil
+}
+
+func validBudgetName(s string) bool {
+	valid := len(s) >= 1 && len(s) <= 64
+	for i := 0; valid && i < len(s); i++ {
+		c := s[i]
+		valid = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+	}
+	return valid
 }
