@@ -8,6 +8,8 @@ import (
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
+	"github.com/flowguard/flowguard/internal/execution"
+	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/resilience"
@@ -54,12 +56,19 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxParallelNodes bounds the nodes of one execution that run at once.
 	MaxParallelNodes int
+	// MaxOutputBytes bounds each node's JSON outputs, and an execution's at
+	// executor.ExecutionOutputFactor times it; a node over it fails bad_response.
+	MaxOutputBytes int
 	// RefuseInlineWorkflows rejects requests that carry a workflow definition
 	// (invalid_request): only deployed workflows run. An inline workflow runs with
 	// the worker's NATS rights and network reach.
 	RefuseInlineWorkflows bool
 
 	Resilience ResilienceConfig
+
+	// RoundTrips, when set, is told of each round trip an execution waits for,
+	// one after another (see execution.Observer): for tests and benchmarks.
+	RoundTrips execution.Observer
 }
 
 // ResilienceConfig tunes the calls of provider nodes (see DESIGN.md, Resilience).
@@ -116,6 +125,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestBytes < 1024 {
 		return fmt.Errorf("max request size must be at least 1024 bytes, got %d", c.MaxRequestBytes)
+	}
+	if c.MaxOutputBytes == 0 {
+		c.MaxOutputBytes = executor.DefaultMaxOutputBytes
+	}
+	if c.MaxOutputBytes < 1024 {
+		return fmt.Errorf("max output size must be at least 1024 bytes, got %d", c.MaxOutputBytes)
 	}
 	if c.MaxParallelNodes < 0 {
 		return fmt.Errorf("max parallel nodes must not be negative, got %d", c.MaxParallelNodes)
