@@ -174,8 +174,6 @@ func (c *Config) Validate() error {
 	if err := c.Consumer.Validate(); err != nil {
 		return err
 	}
-	if c.Consumer.AckWait < 3*time.Second {
-		return fmt.Errorf("ack wait must be at least 3s so that heartbeats keep a live execution, got %s", c.Consumer.AckWait)
-	}
+
 	return c.NATS.Validate()
 }
