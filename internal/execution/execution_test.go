@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -29,18 +30,25 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	srv := natstest.Start(t)
-	nc := natstest.Connect(t, srv.URL())
+	return newFixtureOn(t, natstest.Start(t).URL(), 1)
+}
+
+// newFixtureOn is a fixture on a server or cluster of the caller's, with streams
+// and buckets of that many replicas.
+func newFixtureOn(t *testing.T, url string, replicas int) *fixture {
+	t.Helper()
+	nc := natstest.Connect(t, url)
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	b, err := provision.Ensure(ctx, js, provision.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var b *provision.Buckets
+	natstest.WaitFor(t, time.Minute, func() error { // a forming cluster may not answer yet
+		b, err = provision.Ensure(ctx, js, provision.Config{Replicas: replicas})
+		return err
+	})
 	events, err := js.Stream(ctx, contract.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
@@ -222,5 +230,39 @@ func TestPipelinedWritesAreStoredByAwait(t *testing.T) {
 		if ev.Seq != uint64(i+1) || ev.EventID != execution.EventID("x1", o.Claim(), ev.Seq) {
 			t.Fatalf("event %d: seq %d id %s", i, ev.Seq, ev.EventID)
 		}
+	}
+}
+
+// In a replicated stream the server refuses a second write that expects the status
+// key's sequence while an earlier one is still being replicated (error 10164): the
+// owner stores it again, so pipelined writes all land; a stale owner's are still
+// refused.
+func TestFencingHoldsOnAReplicatedStream(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-server cluster")
+	}
+	urls := natstest.StartCluster(t, 3)
+	f := newFixtureOn(t, urls[0], 3)
+	a := f.claim(t, "a")
+	for i := range 20 {
+		node := fmt.Sprintf("n%d", i)
+		if err := a.Checkpoint(&contract.Checkpoint{NodeID: node, State: contract.NodeStateCompleted}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Emit(contract.Event{Type: contract.NodeCompleted, NodeID: node}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Await(f.ctx); err != nil {
+		t.Fatalf("pipelined writes of the owner: %v", err)
+	}
+	b := f.claim(t, "b")
+	cps, err := b.Checkpoints(f.ctx)
+	if err != nil || len(cps) != 20 {
+		t.Fatalf("B restores %d checkpoints (%v), want 20", len(cps), err)
+	}
+	_ = a.Checkpoint(&contract.Checkpoint{NodeID: "late", State: contract.NodeStateCompleted})
+	if err := a.Await(f.ctx); !errors.Is(err, execution.ErrLostOwnership) {
+		t.Fatalf("A's write after the takeover: %v, want ErrLostOwnership", err)
 	}
 }
