@@ -363,5 +363,15 @@ func (o *Owner) Finish(ctx context.Context, result *contract.Result, st *contrac
 	if err != nil {
 		return err
 	}
-	return o.settle(ctx, &write{what: "event " + ev.EventID, msg: msg, event: true})
+	// The execution has ended, as this owner's: its event is owed even if the
+	// worker is now giving its requests up (ctx cancelled), or a reader of the
+	// status would wait for an event that comes only with a redelivery.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), terminalEventTimeout)
+	defer cancel()
+	return o.settle(pctx, &write{what: "event " + ev.EventID, msg: msg, event: true})
 }
+
+// terminalEventTimeout bounds the publish of a terminal event once the final
+// status is written; should it fail, the redelivery publishes the event from the
+// status.
+const terminalEventTimeout = 30 * time.Second
