@@ -281,6 +281,9 @@ func (r *run) apply(idx int, cp *contract.Checkpoint) {
 	switch cp.State {
 	case contract.NodeStateCompleted:
 		r.outputs[pn.def.ID] = cp.Outputs
+		if data, err := json.Marshal(cp.Outputs); err == nil {
+			r.outputBytes += len(data) // they count toward the execution's bound
+		}
 		reason = cp.Reason
 	case contract.NodeStateFailed:
 		reason = fmt.Sprintf("dependency %s failed", pn.def.ID)

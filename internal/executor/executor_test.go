@@ -594,3 +594,59 @@ func TestGuardStopInterruptsWithoutTerminalState(t *testing.T) {
 		t.Fatalf("outcome %+v", out)
 	}
 }
+
+// Outputs over the bound fail their node with bad_response, and so do outputs that
+// would take the execution's over its bound (ExecutionOutputFactor times it).
+func TestOutputsOverTheBoundFailTheNode(t *testing.T) {
+	sized := func(n int) func(context.Context, nodes.Input) (nodes.Result, error) {
+		return func(context.Context, nodes.Input) (nodes.Result, error) {
+			return nodes.Result{Outputs: map[string]any{"s": strings.Repeat("x", n)}}, nil
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		s      script
+		nodes  []workflow.Node
+		failed string
+	}{
+		{"one node", script{"a": sized(2000)}, []workflow.Node{node("a")}, "a"},
+		{"the execution", script{"a": sized(900), "b": sized(900), "c": sized(900), "d": sized(900)},
+			[]workflow.Node{node("a"), node("b", "a"), node("c", "b"), node("d", "c")}, "d"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := plan(t, tc.s, &workflow.Definition{Nodes: tc.nodes})
+			f := &fixture{cps: &memCheckpoints{}, rec: &recorder{}}
+			f.e = New(nil, Config{MaxOutputBytes: 1024})
+			out := f.run(context.Background(), p, false)
+			if out.Status != contract.StatusFailed || out.FailedNode != tc.failed || out.Error.Kind != nodes.KindBadResponse {
+				t.Fatalf("outcome %+v %+v, want node %s failed with %s", out, out.Error, tc.failed, nodes.KindBadResponse)
+			}
+		})
+	}
+}
+
+// The workflow timeout counts the time the execution ran, as its checkpoints
+// recorded it, not the time since it first started: a resumed execution whose
+// earlier attempts used up the timeout times out; one that ran little goes on,
+// and its checkpoints carry the time on.
+func TestWorkflowTimeoutCountsTheTimeRunInCheckpoints(t *testing.T) {
+	timeout := time.Hour
+	for _, tc := range []struct {
+		ranMS int64
+		want  string
+	}{
+		{ranMS: timeout.Milliseconds(), want: contract.StatusFailed},
+		{ranMS: 1000, want: contract.StatusCompleted},
+	} {
+		def := &workflow.Definition{Timeout: workflow.Duration(timeout), Nodes: []workflow.Node{node("a"), node("b", "a")}}
+		f := newFixture(nil, 0)
+		_ = f.cps.Checkpoint(&contract.Checkpoint{NodeID: "a", State: contract.NodeStateCompleted, RunMS: tc.ranMS})
+		out := f.run(context.Background(), plan(t, script{}, def), true)
+		if out.Status != tc.want || (tc.want == contract.StatusFailed && out.Error.Kind != contract.KindTimeout) {
+			t.Errorf("ran %d ms before: outcome %+v, want %s", tc.ranMS, out, tc.want)
+		}
+		if cps, _ := f.cps.Checkpoints(context.Background()); tc.want == contract.StatusCompleted && cps["b"].RunMS < tc.ranMS {
+			t.Errorf("b's checkpoint says the execution ran %d ms, less than the %d ms before", cps["b"].RunMS, tc.ranMS)
+		}
+	}
+}
