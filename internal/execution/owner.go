@@ -52,11 +52,10 @@ type Owner struct {
 
 // write is a publish in flight.
 type write struct {
-	what   string
-	msg    *nats.Msg
-	fut    jetstream.PubAckFuture
-	event  bool // deduplicated by its message id
-	fenced bool
+	what  string
+	msg   *nats.Msg
+	fut   jetstream.PubAckFuture
+	event bool // deduplicated by its message id
 }
 
 func newOwner(s *Store, st *contract.Status, claim uint64, id Identity, lastSeq uint64) *Owner {
@@ -110,7 +109,7 @@ func EventID(executionID string, claim, seq uint64) string {
 
 // Checkpoint stores a finished node, fenced by the claim, without waiting.
 func (o *Owner) Checkpoint(cp *contract.Checkpoint) error {
-	return o.put("checkpoint "+cp.NodeID, contract.CheckpointKey(o.status.WorkflowID, o.status.ExecutionID, cp.NodeID), cp, true)
+	return o.put("checkpoint "+cp.NodeID, contract.CheckpointKey(o.status.WorkflowID, o.status.ExecutionID, cp.NodeID), cp)
 }
 
 // SetLatest records the execution as its workflow's latest, without waiting. It
@@ -124,20 +123,18 @@ func (o *Owner) SetLatest() error {
 }
 
 // put publishes v to key of the state bucket without waiting, fenced by the claim.
-func (o *Owner) put(what, key string, v any, fenced bool) error {
+func (o *Owner) put(what, key string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", what, err)
 	}
 	msg := nats.NewMsg(o.s.kvPrefix + key)
 	msg.Data = data
-	if fenced {
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(o.claim, 10))
-		msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, o.statusSubject)
-	}
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(o.claim, 10))
+	msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, o.statusSubject)
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.send(&write{what: what, msg: msg, fenced: fenced})
+	return o.send(&write{what: what, msg: msg})
 }
 
 // send starts a publish and keeps its future. o.mu is held.
@@ -164,15 +161,17 @@ func (o *Owner) reap() {
 		}
 		select {
 		case ack := <-w.fut.Ok():
-			if err := o.check(w, ack, true); err != nil && o.failed == nil {
+			if err := check(w, ack); err != nil && o.failed == nil {
 				o.failed = err
 			}
 		case err := <-w.fut.Err():
-			if lost, _ := classify(err); errors.Is(lost, ErrLostOwnership) && o.failed == nil {
-				o.failed = fmt.Errorf("%s: %w", w.what, lost)
-			} else {
+			lost, _ := classify(err)
+			switch {
+			case !errors.Is(lost, ErrLostOwnership):
 				w.fut = nil // to be published again by Await
 				kept = append(kept, w)
+			case o.failed == nil:
+				o.failed = fmt.Errorf("%s: %w", w.what, lost)
 			}
 		default:
 			kept = append(kept, w)
@@ -182,10 +181,11 @@ func (o *Owner) reap() {
 	o.pending = kept
 }
 
-// check settles an acknowledged write: an event stored before under its id, on
-// its first try, means another writer used this owner's claim.
-func (o *Owner) check(w *write, ack *jetstream.PubAck, first bool) error {
-	if w.event && ack.Duplicate && first {
+// check settles a write acknowledged on its first try: an event already stored
+// under its id means another writer used this owner's claim. (A retry may find
+// its own earlier try stored: that is no error.)
+func check(w *write, ack *jetstream.PubAck) error {
+	if w.event && ack.Duplicate {
 		return fmt.Errorf("%s: the event id was already stored, by another writer with this claim; stopping", w.what)
 	}
 	return nil
@@ -234,7 +234,7 @@ func (o *Owner) settle(ctx context.Context, w *write) error {
 	if w.fut != nil {
 		select {
 		case ack := <-w.fut.Ok():
-			return o.check(w, ack, true)
+			return check(w, ack)
 		case err := <-w.fut.Err():
 			if lost, _ := classify(err); errors.Is(lost, ErrLostOwnership) {
 				return fmt.Errorf("%s: %w", w.what, lost)
@@ -325,7 +325,7 @@ func (o *Owner) failure() error {
 // (and every write before it). When the execution was taken over, the error
 // matches both ErrLostOwnership and nodes.ErrStopped.
 func (o *Owner) PutOrderMark(ctx context.Context, nodeID string, m *contract.OrderMark) error {
-	err := o.put("order mark "+nodeID, contract.OrderMarkKey(o.status.WorkflowID, o.status.ExecutionID, nodeID), m, true)
+	err := o.put("order mark "+nodeID, contract.OrderMarkKey(o.status.WorkflowID, o.status.ExecutionID, nodeID), m)
 	if err == nil {
 		err = o.Await(ctx)
 	}
@@ -341,7 +341,7 @@ func (o *Owner) PutOrderMark(ctx context.Context, nodeID string, m *contract.Ord
 // should this worker die in between. It returns ErrLostOwnership when another
 // worker took the execution over: then nothing terminal was written.
 func (o *Owner) Finish(ctx context.Context, result *contract.Result, st *contract.Status, terminal contract.Event) error {
-	if err := o.put("result", contract.ResultKey(o.status.WorkflowID, o.status.ExecutionID), result, true); err != nil {
+	if err := o.put("result", contract.ResultKey(o.status.WorkflowID, o.status.ExecutionID), result); err != nil {
 		return err
 	}
 	if err := o.Await(ctx); err != nil {
