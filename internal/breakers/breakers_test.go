@@ -157,11 +157,15 @@ func TestOrdersAreObeyedAtStartAndLive(t *testing.T) {
 		}
 		return nil
 	})
-	msgs := f.messages()
-	if len(msgs) != 2 || msgs[0].State != contract.BreakerClosed || msgs[0].Previous != "open" || msgs[0].Source != contract.BreakerSourceOperator ||
-		msgs[1].State != contract.BreakerOpen || msgs[1].OpenUntil == nil || msgs[1].Reason != "window" {
-		t.Errorf("messages %+v; want the live close and open, reported by w1", msgs)
-	}
+	// The reports reach the subscription asynchronously: wait for them.
+	natstest.WaitFor(t, 5*time.Second, func() error {
+		msgs := f.messages()
+		if len(msgs) != 2 || msgs[0].State != contract.BreakerClosed || msgs[0].Previous != "open" || msgs[0].Source != contract.BreakerSourceOperator ||
+			msgs[1].State != contract.BreakerOpen || msgs[1].OpenUntil == nil || msgs[1].Reason != "window" {
+			return fmt.Errorf("messages %+v; want the live close and open, reported by w1", msgs)
+		}
+		return nil
+	})
 }
 
 func TestInvalidEntriesAreIgnored(t *testing.T) {
