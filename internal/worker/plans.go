@@ -64,6 +64,7 @@ func (p *plans) watch(ctx context.Context, kv jetstream.KeyValue) error {
 				return
 			case e, ok := <-w.Updates():
 				if !ok {
+					p.unwatched() // the bucket is read again, never a stale copy
 					return
 				}
 				p.seen(e)
@@ -85,6 +86,14 @@ func (p *plans) seen(e jetstream.KeyValueEntry) {
 	case e.Revision() > p.latest[e.Key()].version:
 		p.latest[e.Key()] = deployedDef{data: e.Value(), version: e.Revision()}
 	}
+}
+
+// unwatched forgets what the watch saw, once it has ended.
+func (p *plans) unwatched() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.synced = false
+	clear(p.latest)
 }
 
 // watched returns the latest definition of a workflow as the watch saw it.
