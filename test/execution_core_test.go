@@ -61,12 +61,19 @@ func TestA3NodeExecutionTakesAtMost5SequentialRoundTrips(t *testing.T) {
 	rt := &roundTrips{}
 	h.startWorker("w1", func(c *worker.Config) { c.RoundTrips = rt })
 	h.deploy(chain3)
-	// The first request brings the compiled workflow into the worker's cache.
-	if st := h.waitStatus("chain3", h.submit(&contract.Request{WorkflowID: "chain3"}), 10*time.Second); st.Status != contract.StatusCompleted {
-		t.Fatalf("warm-up: %s %+v", st.Status, st.Error)
-	}
-	h.waitAllAcked(10 * time.Second)
-	rt.take()
+	// Warm up until the watch of the bucket has delivered the workflow: until then
+	// a request reads it.
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		rt.take()
+		if st := h.waitStatus("chain3", h.submit(&contract.Request{WorkflowID: "chain3"}), 10*time.Second); st.Status != contract.StatusCompleted {
+			t.Fatalf("warm-up: %s %+v", st.Status, st.Error)
+		}
+		h.waitAllAcked(10 * time.Second)
+		if got := rt.take(); slices.Contains(got, "read workflow") {
+			return fmt.Errorf("the workflow was still read: %q", got)
+		}
+		return nil
+	})
 	state, events := h.lastSeq("KV_"+contract.BucketState), h.lastSeq(contract.StreamEvents)
 
 	id := h.submit(&contract.Request{WorkflowID: "chain3"})

@@ -67,7 +67,8 @@ type Config struct {
 	Resilience ResilienceConfig
 
 	// RoundTrips, when set, is told of each round trip an execution waits for,
-	// one after another (see execution.Observer): for tests and benchmarks.
+	// one after another (see execution.Observer), and of each read of a workflow
+	// definition: for tests and benchmarks.
 	RoundTrips execution.Observer
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/execution"
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/nodes"
@@ -26,6 +27,7 @@ const maxCachedPlans = 1024
 type plans struct {
 	store    *kvstate.Store
 	registry *nodes.Registry
+	reads    execution.Observer // told of each read of the bucket; may be nil
 
 	mu     sync.Mutex
 	cache  map[planKey]*executor.Plan
@@ -44,8 +46,8 @@ type planKey struct {
 	version uint64
 }
 
-func newPlans(store *kvstate.Store, registry *nodes.Registry) *plans {
-	return &plans{store: store, registry: registry, cache: make(map[planKey]*executor.Plan), latest: make(map[string]deployedDef)}
+func newPlans(store *kvstate.Store, registry *nodes.Registry, reads execution.Observer) *plans {
+	return &plans{store: store, registry: registry, reads: reads, cache: make(map[planKey]*executor.Plan), latest: make(map[string]deployedDef)}
 }
 
 // watch follows flow_workflows until ctx ends. Until the watch has delivered the
@@ -117,6 +119,9 @@ func (p *plans) deployed(ctx context.Context, id string, version uint64) (*execu
 		if d, ok := p.watched(id); ok {
 			return p.compileCached(d.data, id, d.version)
 		}
+	}
+	if p.reads != nil {
+		p.reads.RoundTrip("read workflow")
 	}
 	data, rev, err := p.store.Workflow(ctx, id, version)
 	if errors.Is(err, kvstate.ErrNotFound) && version != 0 {

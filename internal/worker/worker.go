@@ -293,7 +293,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 		return nil, fmt.Errorf("--max-output-bytes %d is too large for the server's max payload (%d bytes): an execution's outputs (up to %d times it) must fit in one message; lower --max-output-bytes below %d",
 			w.cfg.MaxOutputBytes, nc.MaxPayload(), executor.ExecutionOutputFactor, (nc.MaxPayload()-outputHeadroom)/executor.ExecutionOutputFactor)
 	}
-	w.plans = newPlans(w.store, registry)
+	w.plans = newPlans(w.store, registry, w.cfg.RoundTrips)
 	if err := w.plans.watch(bgCtx, buckets.Workflows); err != nil {
 		return nil, err
 	}
