@@ -173,7 +173,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.ready.Store(true)
 	defer w.ready.Store(false)
 	rs := w.settings
-	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).
+	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).Dur("ack_wait", w.cfg.Consumer.AckWait).Int("max_output_bytes", w.cfg.MaxOutputBytes).
 		Str("http", w.cfg.HTTPAddr).Str("version", w.cfg.Version).
 		Str("profile", w.cfg.Resilience.Profile).Dur("node_timeout", rs.Timeout).Int("retry_attempts", rs.Retry.MaxAttempts).
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
