@@ -598,15 +598,15 @@ func TestCluster(t *testing.T) {
 }
 
 // gaveWay reports whether a worker's logs show that it gave up execution id to
-// another worker rather than finishing it: it found it taken over or finished, or
-// handed it back.
+// another worker rather than finishing it: it found it taken over or finished,
+// handed it back, or stopped it when the server no longer confirmed its hold.
 func gaveWay(logs, id string) bool {
 	for _, line := range strings.Split(logs, "\n") {
 		if !strings.Contains(line, `"execution_id":"`+id+`"`) {
 			continue
 		}
 		for _, msg := range []string{"another worker took over this execution", "another worker claimed this execution",
-			"request already executed", "handing the request back"} {
+			"request already executed", "handing the request back", "this worker no longer holds the request"} {
 			if strings.Contains(line, msg) {
 				return true
 			}

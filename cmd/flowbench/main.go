@@ -60,7 +60,7 @@ type runCmd struct {
 	Nodes       []int         `help:"Workflow sizes (transform nodes in a chain)." default:"1,3,10"`
 	Concurrency []int         `help:"Worker concurrency values to sweep." default:"1,16,64"`
 	Requests    int           `help:"Requests per point of the sweep." default:"2000"`
-	AckWait     time.Duration `help:"Ack wait of every worker the run starts: the recovery time after a SIGKILL." default:"3s"`
+	AckWait     time.Duration `help:"Ack wait of every worker the run starts: the recovery time after a SIGKILL." default:"2s"`
 	NoProcesses bool          `help:"Skip the measurements that need worker processes (recovery, memory)."`
 	JSON        string        `help:"Also write the results as JSON to this file." type:"path"`
 	HTTP        bool          `help:"Also measure, at each concurrency, a workflow calling a simulated exchange over HTTP (ticker, then order) beside a 2-node transform workflow." default:"true" negatable:""`
@@ -70,7 +70,7 @@ type workerCmd struct {
 	NATSURL     string        `name:"nats-url" required:""`
 	WorkerID    string        `required:""`
 	Concurrency int           `default:"16"`
-	AckWait     time.Duration `default:"30s"`
+	AckWait     time.Duration `default:"2s"`
 }
 
 func main() {

@@ -41,7 +41,8 @@ type cli struct {
 	Concurrency       int             `help:"Executions run at once by this worker." default:"16" env:"FLOWGUARD_CONCURRENCY"`
 	MaxParallelNodes  int             `help:"Nodes of one execution run at once." default:"8" env:"FLOWGUARD_MAX_PARALLEL_NODES"`
 	MaxRequestBytes   int             `help:"Larger requests are rejected as oversized." default:"262144" env:"FLOWGUARD_MAX_REQUEST_BYTES"`
-	AckWait           time.Duration   `help:"Time without an ack or heartbeat after which a request is redelivered." default:"30s" env:"FLOWGUARD_ACK_WAIT"`
+	MaxOutputBytes    int             `help:"A node whose JSON outputs are larger fails with bad_response, not retried; an execution's outputs are bounded at 3 times it." default:"262144" env:"FLOWGUARD_MAX_OUTPUT_BYTES"`
+	AckWait           time.Duration   `help:"Time without an ack or confirmed heartbeat after which a request is redelivered to another worker: how soon a dead worker's requests are taken over." default:"2s" env:"FLOWGUARD_ACK_WAIT"`
 	MaxDeliver        int             `help:"Deliveries of a request before it is dead-lettered." default:"5" env:"FLOWGUARD_MAX_DELIVER"`
 	RedeliveryBackoff []time.Duration `help:"Delays between redeliveries after missed acks, e.g. 5s,30s,2m (default: --ack-wait)." env:"FLOWGUARD_REDELIVERY_BACKOFF"`
 	ShutdownGrace     time.Duration   `help:"On SIGTERM or SIGINT, time given to in-flight executions before they are handed back." default:"30s" env:"FLOWGUARD_SHUTDOWN_GRACE"`
@@ -106,8 +107,9 @@ func run(c cli) error {
 	w, err := worker.New(worker.Config{
 		NATS: c.NATS, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
 		WorkerID: c.WorkerID, Prefix: c.Prefix,
-		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes, RefuseInlineWorkflows: !c.InlineWorkflows,
-		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,
+		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes, MaxOutputBytes: c.MaxOutputBytes,
+		RefuseInlineWorkflows: !c.InlineWorkflows,
+		EmergencyStaleness:    c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,
 		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone, RateLimits: rateLimits,
 		Consumer: consumer.Config{
 			Concurrency: c.Concurrency, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver,

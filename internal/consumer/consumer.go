@@ -21,8 +21,10 @@ import (
 
 // Defaults of Config.
 const (
-	DefaultDurable       = "flowguard-workers"
-	DefaultAckWait       = 30 * time.Second
+	DefaultDurable = "flowguard-workers"
+	// DefaultAckWait is short so that a dead worker's requests are taken over
+	// within seconds; confirmed heartbeats keep live ones (see heartbeat).
+	DefaultAckWait       = 2 * time.Second
 	DefaultMaxDeliver    = 5
 	DefaultMaxAckPending = 1000
 	DefaultConcurrency   = 16
@@ -35,10 +37,10 @@ var (
 	// ErrShutdown is the cancellation cause of handlers still running when the
 	// shutdown grace period ends.
 	ErrShutdown = errors.New("worker shutting down")
-	// ErrLeaseLost is the cancellation cause of a handler whose connection has been
-	// down so long that the server may already have given its message to another
-	// worker: it stops rather than run the work twice.
-	ErrLeaseLost = errors.New("connection lost for longer than the ack wait allows; the request may be running elsewhere")
+	// ErrLeaseLost is the cancellation cause of a handler whose heartbeats the
+	// server has not confirmed for so long that it may soon give the message to
+	// another worker: it stops rather than run the work twice.
+	ErrLeaseLost = errors.New("heartbeats unconfirmed for longer than the ack wait allows; the request may be running elsewhere")
 	// ErrConflict is matched by the error returned when the durable consumer exists
 	// with settings that differ from this worker's.
 	ErrConflict = errors.New("existing consumer configuration conflicts")
@@ -80,7 +82,7 @@ type Config struct {
 	// Concurrency is how many messages are handled at once.
 	Concurrency int
 	// AckWait is how long the server waits for an ack before redelivering; handlers
-	// send in-progress heartbeats every AckWait/3 while they run.
+	// send confirmed in-progress heartbeats every AckWait/4 while they run.
 	AckWait time.Duration
 	// MaxDeliver bounds deliveries of a message; 0 means DefaultMaxDeliver. The
 	// handler enforces it (the server's bound is off), so that a message is never
@@ -396,18 +398,19 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	ctx, stopHandler := context.WithCancelCause(ctx)
 	defer stopHandler(nil)
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	go c.heartbeat(hbCtx, msg, stopHandler)
+	go c.heartbeat(hbCtx, msg, time.Now(), stopHandler)
 	out := c.handler(ctx, msg)
 	stopHeartbeat()
 
-	// Settle even when ctx has ended: a nak hands the message back at once.
-	settleCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
+	// Settle even when ctx has ended: a nak hands the message back at once. A
+	// plain ack, not a confirmed one: the handler acks only once the terminal state
+	// is stored, so should the ack be lost, the redelivery finds that state and is
+	// acknowledged without running again; confirming would cost a round trip on
+	// every request to save one on the rare lost ack.
 	var err error
 	switch out.Decision {
 	case Ack:
-		err = backoff.Retry(func() error { return msg.DoubleAck(settleCtx) },
-			backoff.WithContext(backoff.WithMaxRetries(backoff.NewConstantBackOff(200*time.Millisecond), 20), settleCtx))
+		err = msg.Ack()
 	case Nak:
 		if out.Delay > 0 {
 			err = msg.NakWithDelay(out.Delay)
@@ -425,34 +428,50 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 }
 
-// heartbeat tells the server the message is still being worked on, every third of
-// its redelivery deadline. When the connection has been down for two thirds of the
-// deadline, the server may soon give the message to another worker: the handler
-// is cancelled with ErrLeaseLost so that the work does not run twice.
-func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, cancel context.CancelCauseFunc) {
+// heartbeat tells the server the message is still being worked on, every quarter
+// of its redelivery deadline (the lease), and confirms that the server got it: an
+// in-progress ack, then a flush (a PING answered by the server) with a deadline. A
+// heartbeat confirmed after being sent at t holds the message until t + lease.
+// When none has been confirmed for the lease less a quarter, the server may soon
+// give the message to another worker: the handler is cancelled with ErrLeaseLost
+// before that, so that the work does not run twice. A worker paused longer (a
+// stopped process) finds its lease gone when it wakes; its writes are then
+// refused by the execution's fencing anyway.
+func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, received time.Time, cancel context.CancelCauseFunc) {
 	lease := c.leaseTime()
-	t := time.NewTicker(lease / 3)
+	margin := lease / 4
+	t := time.NewTicker(lease / 4)
 	defer t.Stop()
-	var down time.Time // since when the connection has been down
+	confirmed := received // the server started the lease a little before
+	lost := func() bool {
+		if time.Since(confirmed) < lease-margin {
+			return false
+		}
+		c.log.Warn().Str("subject", msg.Subject()).Dur("unconfirmed", time.Since(confirmed)).Msg("heartbeats unconfirmed too long; stopping the request so that it does not run twice")
+		cancel(ErrLeaseLost)
+		return true
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if !c.js.Conn().IsConnected() {
-			if down.IsZero() {
-				down = time.Now()
-			} else if time.Since(down) >= lease*2/3 {
-				c.log.Warn().Str("subject", msg.Subject()).Dur("down", time.Since(down)).Msg("connection down too long; stopping the request so that it does not run twice")
-				cancel(ErrLeaseLost)
-				return
-			}
-			continue
+		if lost() {
+			return
 		}
-		down = time.Time{}
-		if err := msg.InProgress(); err != nil {
-			c.log.Warn().Err(err).Str("subject", msg.Subject()).Msg("in-progress heartbeat failed")
+		sent := time.Now()
+		err := msg.InProgress()
+		if err == nil {
+			err = c.js.Conn().FlushTimeout(margin)
+		}
+		if err == nil {
+			confirmed = sent
+		} else {
+			c.log.Debug().Err(err).Str("subject", msg.Subject()).Msg("in-progress heartbeat unconfirmed")
+		}
+		if ctx.Err() == nil && lost() {
+			return
 		}
 	}
 }

@@ -155,6 +155,9 @@ type Checkpoint struct {
 	Reason     string         `json:"reason,omitempty"`
 	Attempt    int            `json:"attempt,omitempty"`
 	FinishedAt time.Time      `json:"finished_at"`
+	// RunMS is how long the execution had run when the node finished, across
+	// attempts: a resumed execution's workflow timeout counts on from it.
+	RunMS int64 `json:"run_ms,omitempty"`
 }
 
 // DeadLetter is published to flow.dlq.<workflow_id> for a request that can never run.

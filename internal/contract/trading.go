@@ -52,6 +52,8 @@ type OrderMark struct {
 	State         string    `json:"state"`
 	StreamSeq     uint64    `json:"stream_seq,omitempty"`
 	At            time.Time `json:"at"`
+	// Intent is the order as first recorded: a replay places or reports this one.
+	Intent *OrderIntent `json:"intent,omitempty"`
 }
 
 // Risk limit types.

@@ -12,11 +12,10 @@ import (
 
 type discard struct{}
 
-func (discard) PublishEvent(context.Context, *contract.Event) error { return nil }
-func (discard) PutCheckpoint(context.Context, string, string, *contract.Checkpoint) error {
-	return nil
-}
-func (discard) Checkpoints(context.Context, string, string) (map[string]*contract.Checkpoint, error) {
+func (discard) Emit(contract.Event) error             { return nil }
+func (discard) Checkpoint(*contract.Checkpoint) error { return nil }
+func (discard) Confirm(context.Context) error         { return nil }
+func (discard) Checkpoints(context.Context) (map[string]*contract.Checkpoint, error) {
 	return nil, nil
 }
 
@@ -40,13 +39,13 @@ func BenchmarkExecutor(b *testing.B) {
 					b.Fatal(err)
 				}
 				p := NewPlan(def, 1, runners)
-				e := New(discard{}, nil, Config{})
+				e := New(nil, Config{})
 				ctx := context.Background()
 				b.ReportAllocs()
 				b.ResetTimer()
 				for range b.N {
 					x := &Execution{ID: "x", WorkflowID: "bench", CorrelationID: "c", Inputs: map[string]any{"n": 2.0}, Plan: p}
-					if out := e.Run(ctx, x, NewEmitter(discard{}, x, 0)); out.Status != contract.StatusCompleted {
+					if out := e.Run(ctx, x, discard{}); out.Status != contract.StatusCompleted {
 						b.Fatalf("outcome %+v", out)
 					}
 				}

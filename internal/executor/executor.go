@@ -1,13 +1,16 @@
 // Package executor runs a workflow's DAG: a node starts when all its dependencies
 // have completed, independent nodes run concurrently (bounded), every node runs
 // under its timeout (provider nodes through the resilience chain: timeout per
-// attempt, retries, circuit breaker), each finished node is checkpointed before
-// its dependents start, and every step is published as a lifecycle event.
+// attempt, retries, circuit breaker), each finished node is checkpointed and
+// every step is published as a lifecycle event. It writes nothing itself: it asks
+// the execution's State (its owner), which pipelines the writes and confirms them
+// all before a node with side effects starts.
 package executor
 
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -22,6 +25,16 @@ import (
 
 // DefaultMaxParallelNodes bounds the nodes of one execution that run at once.
 const DefaultMaxParallelNodes = 8
+
+// DefaultMaxOutputBytes bounds the JSON outputs of one node, well below the
+// server's max payload (1 MiB by default): the outputs travel in a checkpoint and
+// an event, and an execution's outputs, up to ExecutionOutputFactor times this,
+// in its result, status and terminal event.
+const DefaultMaxOutputBytes = 256 * 1024
+
+// ExecutionOutputFactor bounds the outputs of all the nodes of one execution, as a
+// multiple of the per-node bound.
+const ExecutionOutputFactor = 3
 
 // ErrWorkflowTimeout is the cause of an execution stopped by its workflow timeout.
 var ErrWorkflowTimeout = errors.New("workflow timeout exceeded")
@@ -44,14 +57,8 @@ type Execution struct {
 	Plan        *Plan
 	// Resume restores the checkpoints of an earlier attempt instead of rerunning those nodes.
 	Resume bool
-	// StartedAt is when the execution first started; the workflow timeout runs from
-	// it, across deliveries. Zero means now.
-	StartedAt time.Time
 	// NotAfter, when set, is the request's not_after: no provider node starts later.
 	NotAfter *time.Time
-	// Claim is the revision of the status the worker wrote when it claimed the
-	// execution; the Guard checks that it is still current before side effects.
-	Claim uint64
 }
 
 // BotToken is the bot id as a subject token: contract.NoBot when there is none.
@@ -62,10 +69,19 @@ func (x *Execution) BotToken() string {
 	return x.BotID
 }
 
-// Checkpointer stores finished nodes so that a redelivered execution resumes after them.
-type Checkpointer interface {
-	PutCheckpoint(ctx context.Context, workflowID, executionID string, cp *contract.Checkpoint) error
-	Checkpoints(ctx context.Context, workflowID, executionID string) (map[string]*contract.Checkpoint, error)
+// State is the durable state of one execution, owned by the worker that claimed
+// it (execution.Owner). The executor asks it and never writes storage itself.
+type State interface {
+	// Checkpoints returns the nodes that earlier attempts finished, by node id.
+	Checkpoints(ctx context.Context) (map[string]*contract.Checkpoint, error)
+	// Checkpoint stores a finished node and Emit publishes an event (numbered by
+	// the state), both without waiting; each returns the error of an earlier write
+	// that failed, and then the execution stops.
+	Checkpoint(cp *contract.Checkpoint) error
+	Emit(ev contract.Event) error
+	// Confirm waits until every write so far is stored and checks that the
+	// execution is still owned: asked before nodes with side effects start.
+	Confirm(ctx context.Context) error
 }
 
 // Guard lets the emergency controller stop executions. It may be nil.
@@ -107,6 +123,10 @@ type Config struct {
 	Resilience *resilience.Chain
 	// Observer, when set, is told how each node ended, for metrics.
 	Observer Observer
+	// MaxOutputBytes bounds each node's JSON outputs (and an execution's, at
+	// ExecutionOutputFactor times it); a node over it fails with bad_response.
+	// Default DefaultMaxOutputBytes.
+	MaxOutputBytes int
 }
 
 // Observer is told how each node ended (completed or failed) and how long it took,
@@ -118,9 +138,9 @@ type Observer interface {
 
 // Executor runs executions. It is safe for concurrent use.
 type Executor struct {
-	checkpoints Checkpointer
 	guard       Guard
 	maxParallel int
+	maxOutput   int
 	observer    Observer
 	chain       *resilience.Chain
 	timeout     time.Duration // default node timeout
@@ -128,11 +148,14 @@ type Executor struct {
 }
 
 // New returns an executor. guard may be nil.
-func New(checkpoints Checkpointer, guard Guard, cfg Config) *Executor {
+func New(guard Guard, cfg Config) *Executor {
 	if cfg.MaxParallelNodes <= 0 {
 		cfg.MaxParallelNodes = DefaultMaxParallelNodes
 	}
-	e := &Executor{checkpoints: checkpoints, guard: guard, maxParallel: cfg.MaxParallelNodes, chain: cfg.Resilience, timeout: workflow.DefaultNodeTimeout, observer: cfg.Observer}
+	if cfg.MaxOutputBytes <= 0 {
+		cfg.MaxOutputBytes = DefaultMaxOutputBytes
+	}
+	e := &Executor{guard: guard, maxParallel: cfg.MaxParallelNodes, maxOutput: cfg.MaxOutputBytes, chain: cfg.Resilience, timeout: workflow.DefaultNodeTimeout, observer: cfg.Observer}
 	if e.chain != nil {
 		e.timeout, e.retry = e.chain.Settings().Timeout, e.chain.Settings().Retry
 	}
@@ -149,51 +172,48 @@ type nodeResult struct {
 }
 
 // run holds the state of one execution; only the coordinating goroutine touches
-// it, except em and log, which node goroutines use to report retries.
+// it, except st and log, which node goroutines use to report retries.
 type run struct {
-	e       *Executor
-	x       *Execution
-	em      *Emitter
-	log     *zerolog.Logger
-	waiting []int    // dependencies not yet finished, per node
-	blocked []string // why a node will be skipped, per node
-	outputs map[string]map[string]any
-	ready   []int
-	running int
-	results chan nodeResult
+	e     *Executor
+	x     *Execution
+	st    State
+	marks nodes.OrderMarks // st, when it keeps order marks
+	log   *zerolog.Logger
+	// started is when this attempt started; priorRun is how long earlier attempts
+	// ran, as far as their checkpoints tell.
+	started     time.Time
+	priorRun    time.Duration
+	outputBytes int
+	waiting     []int    // dependencies not yet finished, per node
+	blocked     []string // why a node will be skipped, per node
+	outputs     map[string]map[string]any
+	ready       []int
+	running     int
+	results     chan nodeResult
 }
 
-// Run executes x, publishing its events through em, and returns how it ended.
-// ctx bounds every I/O of the execution: when it ends (shutdown, lost broker), the
-// execution is interrupted, never failed. A halt (through the Guard) or the workflow
-// timeout ends it halted or failed. Run does not publish the terminal event.
-func (e *Executor) Run(ctx context.Context, x *Execution, em *Emitter) Outcome {
+// Run executes x, writing its checkpoints and events through st, and returns how
+// it ended. ctx bounds every I/O of the execution: when it ends (shutdown, lost
+// broker, lost ownership), the execution is interrupted, never failed. A halt
+// (through the Guard) or the workflow timeout ends it halted or failed. The
+// workflow timeout counts the time the execution actually ran: this attempt's and,
+// as recorded in their checkpoints, the earlier ones'; time spent waiting for a
+// redelivery after a crash is not counted. Run does not write the terminal state.
+func (e *Executor) Run(ctx context.Context, x *Execution, st State) Outcome {
 	nodesCount := len(x.Plan.nodes)
 	r := &run{
-		e: e, x: x, em: em, log: zerolog.Ctx(ctx),
+		e: e, x: x, st: st, log: zerolog.Ctx(ctx), started: time.Now(),
 		waiting: make([]int, nodesCount),
 		blocked: make([]string, nodesCount),
 		outputs: make(map[string]map[string]any, nodesCount),
 		results: make(chan nodeResult),
 	}
+	r.marks, _ = st.(nodes.OrderMarks)
 	for i, pn := range x.Plan.nodes {
 		r.waiting[i] = len(pn.deps)
 		if len(pn.deps) == 0 {
 			r.ready = append(r.ready, i)
 		}
-	}
-
-	runCtx, cancel := context.WithCancelCause(ctx)
-	defer cancel(context.Canceled)
-	startedAt := x.StartedAt
-	if startedAt.IsZero() {
-		startedAt = time.Now()
-	}
-	runCtx, cancelTimeout := context.WithDeadlineCause(runCtx, startedAt.Add(x.Plan.Def.TimeoutOrDefault()), ErrWorkflowTimeout)
-	defer cancelTimeout()
-	if e.guard != nil {
-		stop := e.guard.Watch(x, cancel)
-		defer stop()
 	}
 
 	started := contract.Event{Type: contract.ExecutionStarted}
@@ -205,18 +225,33 @@ func (e *Executor) Run(ctx context.Context, x *Execution, em *Emitter) Outcome {
 		started.Resumed = true
 		started.RestoredNodes = restored
 	}
-	if err := em.Emit(ctx, started); err != nil {
+	runCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(context.Canceled)
+	deadline := r.started.Add(x.Plan.Def.TimeoutOrDefault() - r.priorRun)
+	runCtx, cancelTimeout := context.WithDeadlineCause(runCtx, deadline, ErrWorkflowTimeout)
+	defer cancelTimeout()
+	if e.guard != nil {
+		stop := e.guard.Watch(x, cancel)
+		defer stop()
+	}
+	if err := st.Emit(started); err != nil {
 		return Outcome{Cause: err}
 	}
 	return r.loop(ctx, runCtx, cancel)
 }
 
+// ran is how long the execution has run: earlier attempts and this one.
+func (r *run) ran() time.Duration { return r.priorRun + time.Since(r.started) }
+
 // restore applies the checkpoints of an earlier attempt, in dependency order, and
 // returns the ids of the nodes restored.
 func (r *run) restore(ctx context.Context) ([]string, error) {
-	cps, err := r.e.checkpoints.Checkpoints(ctx, r.x.WorkflowID, r.x.ID)
+	cps, err := r.st.Checkpoints(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("load checkpoints: %w", err)
+	}
+	for _, cp := range cps {
+		r.priorRun = max(r.priorRun, time.Duration(cp.RunMS)*time.Millisecond)
 	}
 	var restored []string
 	for len(r.ready) > 0 {
@@ -246,6 +281,9 @@ func (r *run) apply(idx int, cp *contract.Checkpoint) {
 	switch cp.State {
 	case contract.NodeStateCompleted:
 		r.outputs[pn.def.ID] = cp.Outputs
+		if data, err := json.Marshal(cp.Outputs); err == nil {
+			r.outputBytes += len(data) // they count toward the execution's bound
+		}
 		reason = cp.Reason
 	case contract.NodeStateFailed:
 		reason = fmt.Sprintf("dependency %s failed", pn.def.ID)
@@ -308,13 +346,16 @@ func (r *run) drain(ctx, runCtx context.Context, res nodeResult, failure *Outcom
 		stopped = &contract.Error{Kind: contract.KindCanceled, Message: "stopped because node " + failure.FailedNode + " failed"}
 	}
 	durationMS := res.duration.Milliseconds()
-	if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeFailed, NodeID: pn.def.ID, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: stopped}); err != nil {
+	if err := r.st.Emit(contract.Event{Type: contract.NodeFailed, NodeID: pn.def.ID, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: stopped}); err != nil {
 		r.log.Warn().Err(err).Str("node_id", pn.def.ID).Msg("publish node_failed of a stopped node")
 	}
 }
 
-// startReady skips or starts ready nodes, up to the parallelism bound.
+// startReady skips or starts ready nodes, up to the parallelism bound. Before the
+// first node with side effects it confirms, once for all the nodes it starts,
+// that every write so far is stored and the execution is still owned.
 func (r *run) startReady(ctx, runCtx context.Context) error {
+	confirmed := false
 	for len(r.ready) > 0 && r.running < r.e.maxParallel {
 		idx := r.ready[0]
 		r.ready = r.ready[1:]
@@ -341,12 +382,23 @@ func (r *run) startReady(ctx, runCtx context.Context) error {
 				return err
 			}
 		}
-		if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeStarted, NodeID: pn.def.ID, NodeType: pn.def.Type, Attempt: 1}); err != nil {
+		if pn.provider != nil && !confirmed {
+			if err := r.st.Confirm(runCtx); err != nil {
+				if runCtx.Err() != nil {
+					return context.Cause(runCtx)
+				}
+				return err
+			}
+			confirmed = true
+		}
+		if err := r.st.Emit(contract.Event{Type: contract.NodeStarted, NodeID: pn.def.ID, NodeType: pn.def.Type, Attempt: 1}); err != nil {
 			return err
 		}
 		r.running++
 		env := r.env(pn)
-		go func() { r.results <- r.e.runNode(runCtx, idx, pn, env, r.retried(runCtx, pn), r.admission(runCtx, pn)) }()
+		go func() {
+			r.results <- r.e.runNode(runCtx, idx, pn, nodes.Input{Env: env, Marks: r.marks}, r.retried(pn), r.admission(pn))
+		}()
 	}
 	return nil
 }
@@ -373,13 +425,15 @@ func (r *run) env(pn *planNode) *nodes.Env {
 // runNode runs one node: a provider node through the resilience chain, calling
 // onRetry before each retry and drawing admit from its rate limits; any other
 // node once, under its timeout.
-func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, env *nodes.Env, onRetry func(int, time.Duration, error), admit *resilience.Admission) nodeResult {
+func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, in nodes.Input, onRetry func(int, time.Duration, error), admit *resilience.Admission) nodeResult {
 	start := time.Now()
 	timeout := cmp.Or(pn.timeout, e.timeout)
 	var res nodes.Result
 	op := func(ctx context.Context, attempt int) error {
 		var err error
-		res, err = runGuarded(ctx, pn.runner, nodes.Input{Env: env, Attempt: attempt})
+		attemptIn := in
+		attemptIn.Attempt = attempt
+		res, err = runGuarded(ctx, pn.runner, attemptIn)
 		return err
 	}
 	attempts := 1
@@ -422,9 +476,9 @@ func errorKind(err error) string {
 }
 
 // retried returns the listener of a provider node's retries: it publishes
-// node_retrying and logs. It runs in the node's goroutine, so it only reads the
-// run's emitter (safe for concurrent use) and logger.
-func (r *run) retried(ctx context.Context, pn *planNode) func(int, time.Duration, error) {
+// node_retrying and logs. It runs in the node's goroutine, so it only uses the
+// run's state (safe for concurrent use) and logger.
+func (r *run) retried(pn *planNode) func(int, time.Duration, error) {
 	if pn.provider == nil {
 		return nil
 	}
@@ -438,7 +492,7 @@ func (r *run) retried(ctx context.Context, pn *planNode) func(int, time.Duration
 			Dur("delay", delay).Str("error_kind", kind).Err(err).Msg("node retrying")
 		ev := contract.Event{Type: contract.NodeRetrying, NodeID: pn.def.ID, NodeType: pn.def.Type, Attempt: attempt,
 			DelayMS: &delayMS, Error: &contract.Error{Kind: kind, Message: err.Error()}}
-		if err := r.em.Emit(ctx, ev); err != nil {
+		if err := r.st.Emit(ev); err != nil {
 			r.log.Warn().Err(err).Str("node_id", pn.def.ID).Msg("publish node_retrying")
 		}
 	}
@@ -450,6 +504,11 @@ func (r *run) finish(ctx, runCtx context.Context, res nodeResult) error {
 	pn := r.x.Plan.nodes[res.idx]
 	id := pn.def.ID
 	durationMS := res.duration.Milliseconds()
+	if res.err == nil {
+		if err := r.checkSize(res.res.Outputs); err != nil {
+			res.res, res.err, res.errKind = nodes.Result{}, err, nodes.KindOf(err)
+		}
+	}
 	if r.e.observer != nil {
 		outcome := contract.NodeStateCompleted
 		if res.err != nil {
@@ -461,23 +520,26 @@ func (r *run) finish(ctx, runCtx context.Context, res nodeResult) error {
 		if runCtx.Err() != nil {
 			return context.Cause(runCtx) // halted, timed out or interrupted: not this node's fault
 		}
+		if errors.Is(res.err, nodes.ErrStopped) {
+			return res.err // the execution is no longer this worker's: interrupted
+		}
 		nodeErr := &contract.Error{Kind: res.errKind, Message: res.err.Error()}
 		r.log.Warn().Str("node_id", id).Str("error_kind", nodeErr.Kind).Err(res.err).Msg("node failed")
 		if !pn.def.ContinueOnError {
-			if err := r.em.Emit(ctx, contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr}); err != nil {
+			if err := r.st.Emit(contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr}); err != nil {
 				return err
 			}
 			return &nodeFailure{node: id, err: nodeErr}
 		}
-		cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateFailed, Error: nodeErr, Attempt: res.attempt, FinishedAt: time.Now().UTC()}
-		if err := r.record(ctx, cp, contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr, Reason: "continue_on_error: the execution goes on"}); err != nil {
+		cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateFailed, Error: nodeErr, Attempt: res.attempt}
+		if err := r.record(cp, contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr, Reason: "continue_on_error: the execution goes on"}); err != nil {
 			return err
 		}
 		r.release(res.idx, fmt.Sprintf("dependency %s failed", id))
 		return nil
 	}
-	cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateCompleted, Outputs: res.res.Outputs, Reason: res.res.Skip, Attempt: res.attempt, FinishedAt: time.Now().UTC()}
-	if err := r.record(ctx, cp, contract.Event{Type: contract.NodeCompleted, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Outputs: res.res.Outputs}); err != nil {
+	cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateCompleted, Outputs: res.res.Outputs, Reason: res.res.Skip, Attempt: res.attempt}
+	if err := r.record(cp, contract.Event{Type: contract.NodeCompleted, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Outputs: res.res.Outputs}); err != nil {
 		return err
 	}
 	r.outputs[id] = res.res.Outputs
@@ -485,25 +547,47 @@ func (r *run) finish(ctx, runCtx context.Context, res nodeResult) error {
 	return nil
 }
 
-// record stores a finished node's checkpoint and publishes its event at the same
-// time, one round trip instead of two; both are done before the nodes after it
-// start. Should the worker die between the two, the node runs again on resume, as
-// a node that had not finished would.
-func (r *run) record(ctx context.Context, cp *contract.Checkpoint, ev contract.Event) error {
-	checkpointed := make(chan error, 1)
-	go func() { checkpointed <- r.e.checkpoints.PutCheckpoint(ctx, r.x.WorkflowID, r.x.ID, cp) }()
-	emitErr := r.em.Emit(ctx, ev)
-	if err := <-checkpointed; err != nil {
+// record stores a finished node's checkpoint, with the time the execution has
+// run so far, and publishes its event, both pipelined: the nodes after it start
+// at once, and the state confirms both before any side effect. Should the worker
+// die before they are stored, the node runs again on resume, as a node that had
+// not finished would.
+func (r *run) record(cp *contract.Checkpoint, ev contract.Event) error {
+	cp.FinishedAt = time.Now().UTC()
+	cp.RunMS = r.ran().Milliseconds()
+	if err := r.st.Checkpoint(cp); err != nil {
 		return fmt.Errorf("checkpoint node %s: %w", cp.NodeID, err)
 	}
-	return emitErr
+	return r.st.Emit(ev)
+}
+
+// checkSize fails a node whose outputs are over the bound, or would take the
+// execution's outputs over theirs: they could not be stored or published. Such a
+// node is not retried: its answer would be as large again.
+func (r *run) checkSize(outputs map[string]any) error {
+	data, err := json.Marshal(outputs)
+	if err != nil {
+		return nodes.Permanent(nodes.KindBadResponse, fmt.Errorf("outputs cannot be encoded as JSON: %v", err))
+	}
+	n := len(data)
+	if n > r.e.maxOutput {
+		return nodes.Permanent(nodes.KindBadResponse, fmt.Errorf(
+			"outputs are %d bytes, more than the limit of %d; select fewer fields (outputs), ask the provider for less, or raise --max-output-bytes", n, r.e.maxOutput))
+	}
+	if total := r.outputBytes + n; total > ExecutionOutputFactor*r.e.maxOutput {
+		return nodes.Permanent(nodes.KindBadResponse, fmt.Errorf(
+			"the execution's outputs would be %d bytes, more than the limit of %d (%d times --max-output-bytes); select fewer fields in its nodes' outputs",
+			total, ExecutionOutputFactor*r.e.maxOutput, ExecutionOutputFactor))
+	}
+	r.outputBytes += n
+	return nil
 }
 
 // skip marks a node skipped, checkpoints it, publishes node_skipped and releases its dependents.
 func (r *run) skip(ctx context.Context, idx int, reason string) error {
 	pn := r.x.Plan.nodes[idx]
-	cp := &contract.Checkpoint{NodeID: pn.def.ID, State: contract.NodeStateSkipped, Reason: reason, FinishedAt: time.Now().UTC()}
-	if err := r.record(ctx, cp, contract.Event{Type: contract.NodeSkipped, NodeID: pn.def.ID, NodeType: pn.def.Type, Reason: reason}); err != nil {
+	cp := &contract.Checkpoint{NodeID: pn.def.ID, State: contract.NodeStateSkipped, Reason: reason}
+	if err := r.record(cp, contract.Event{Type: contract.NodeSkipped, NodeID: pn.def.ID, NodeType: pn.def.Type, Reason: reason}); err != nil {
 		return err
 	}
 	r.release(idx, fmt.Sprintf("dependency %s was skipped", pn.def.ID))

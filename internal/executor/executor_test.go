@@ -18,13 +18,13 @@ import (
 	"github.com/flowguard/flowguard/internal/workflow"
 )
 
-// memCheckpoints is an in-memory Checkpointer.
+// memCheckpoints keeps checkpoints in memory.
 type memCheckpoints struct {
 	mu  sync.Mutex
 	cps map[string]*contract.Checkpoint
 }
 
-func (m *memCheckpoints) PutCheckpoint(_ context.Context, _, _ string, cp *contract.Checkpoint) error {
+func (m *memCheckpoints) Checkpoint(cp *contract.Checkpoint) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.cps == nil {
@@ -34,22 +34,35 @@ func (m *memCheckpoints) PutCheckpoint(_ context.Context, _, _ string, cp *contr
 	return nil
 }
 
-func (m *memCheckpoints) Checkpoints(context.Context, string, string) (map[string]*contract.Checkpoint, error) {
+func (m *memCheckpoints) Checkpoints(context.Context) (map[string]*contract.Checkpoint, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return maps.Clone(m.cps), nil
 }
 
-// recorder is an EventPublisher that keeps events in memory.
+// recorder keeps events in memory, numbered.
 type recorder struct {
 	mu     sync.Mutex
 	events []contract.Event
 }
 
-func (r *recorder) PublishEvent(_ context.Context, ev *contract.Event) error {
+func (r *recorder) Emit(ev contract.Event) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.events = append(r.events, *ev)
+	ev.Seq = uint64(len(r.events) + 1)
+	r.events = append(r.events, ev)
+	return nil
+}
+
+// memState is an in-memory State: checkpoints and events.
+type memState struct {
+	*memCheckpoints
+	*recorder
+	confirms atomic.Int32
+}
+
+func (m *memState) Confirm(context.Context) error {
+	m.confirms.Add(1)
 	return nil
 }
 
@@ -114,13 +127,13 @@ type fixture struct {
 
 func newFixture(guard Guard, maxParallel int) *fixture {
 	f := &fixture{cps: &memCheckpoints{}, rec: &recorder{}}
-	f.e = New(f.cps, guard, Config{MaxParallelNodes: maxParallel})
+	f.e = New(guard, Config{MaxParallelNodes: maxParallel})
 	return f
 }
 
 func (f *fixture) run(ctx context.Context, p *Plan, resume bool) Outcome {
 	x := &Execution{ID: "x1", WorkflowID: p.Def.ID, CorrelationID: "c1", Inputs: map[string]any{"n": 2.0}, Plan: p, Resume: resume}
-	return f.e.Run(ctx, x, NewEmitter(f.rec, x, 0))
+	return f.e.Run(ctx, x, &memState{memCheckpoints: f.cps, recorder: f.rec})
 }
 
 func fail(kind string) func(context.Context, nodes.Input) (nodes.Result, error) {
@@ -298,7 +311,7 @@ func TestResumeRestoresCheckpointsWithoutRerunning(t *testing.T) {
 	s := script{"a": count("a"), "b": count("b"), "c": count("c")}
 	p := plan(t, s, &workflow.Definition{Nodes: []workflow.Node{node("a"), node("b", "a"), node("c", "b")}})
 	f := newFixture(nil, 0)
-	_ = f.cps.PutCheckpoint(context.Background(), "wf", "x1", &contract.Checkpoint{NodeID: "a", State: contract.NodeStateCompleted, Outputs: map[string]any{"from": "checkpoint"}})
+	_ = f.cps.Checkpoint(&contract.Checkpoint{NodeID: "a", State: contract.NodeStateCompleted, Outputs: map[string]any{"from": "checkpoint"}})
 
 	out := f.run(context.Background(), p, true)
 	if out.Status != contract.StatusCompleted {
@@ -421,7 +434,7 @@ func providerFixture(t *testing.T, threshold uint32) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{cps: &memCheckpoints{}, rec: &recorder{}}
-	f.e = New(f.cps, nil, Config{Resilience: chain})
+	f.e = New(nil, Config{Resilience: chain})
 	return f
 }
 
@@ -579,5 +592,61 @@ func TestGuardStopInterruptsWithoutTerminalState(t *testing.T) {
 	out := f.run(context.Background(), plan(t, script{}, &workflow.Definition{Nodes: []workflow.Node{node("a")}}), false)
 	if !out.Interrupted() || !errors.Is(out.Cause, lost) {
 		t.Fatalf("outcome %+v", out)
+	}
+}
+
+// Outputs over the bound fail their node with bad_response, and so do outputs that
+// would take the execution's over its bound (ExecutionOutputFactor times it).
+func TestOutputsOverTheBoundFailTheNode(t *testing.T) {
+	sized := func(n int) func(context.Context, nodes.Input) (nodes.Result, error) {
+		return func(context.Context, nodes.Input) (nodes.Result, error) {
+			return nodes.Result{Outputs: map[string]any{"s": strings.Repeat("x", n)}}, nil
+		}
+	}
+	for _, tc := range []struct {
+		name   string
+		s      script
+		nodes  []workflow.Node
+		failed string
+	}{
+		{"one node", script{"a": sized(2000)}, []workflow.Node{node("a")}, "a"},
+		{"the execution", script{"a": sized(900), "b": sized(900), "c": sized(900), "d": sized(900)},
+			[]workflow.Node{node("a"), node("b", "a"), node("c", "b"), node("d", "c")}, "d"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := plan(t, tc.s, &workflow.Definition{Nodes: tc.nodes})
+			f := &fixture{cps: &memCheckpoints{}, rec: &recorder{}}
+			f.e = New(nil, Config{MaxOutputBytes: 1024})
+			out := f.run(context.Background(), p, false)
+			if out.Status != contract.StatusFailed || out.FailedNode != tc.failed || out.Error.Kind != nodes.KindBadResponse {
+				t.Fatalf("outcome %+v %+v, want node %s failed with %s", out, out.Error, tc.failed, nodes.KindBadResponse)
+			}
+		})
+	}
+}
+
+// The workflow timeout counts the time the execution ran, as its checkpoints
+// recorded it, not the time since it first started: a resumed execution whose
+// earlier attempts used up the timeout times out; one that ran little goes on,
+// and its checkpoints carry the time on.
+func TestWorkflowTimeoutCountsTheTimeRunInCheckpoints(t *testing.T) {
+	timeout := time.Hour
+	for _, tc := range []struct {
+		ranMS int64
+		want  string
+	}{
+		{ranMS: timeout.Milliseconds(), want: contract.StatusFailed},
+		{ranMS: 1000, want: contract.StatusCompleted},
+	} {
+		def := &workflow.Definition{Timeout: workflow.Duration(timeout), Nodes: []workflow.Node{node("a"), node("b", "a")}}
+		f := newFixture(nil, 0)
+		_ = f.cps.Checkpoint(&contract.Checkpoint{NodeID: "a", State: contract.NodeStateCompleted, RunMS: tc.ranMS})
+		out := f.run(context.Background(), plan(t, script{}, def), true)
+		if out.Status != tc.want || (tc.want == contract.StatusFailed && out.Error.Kind != contract.KindTimeout) {
+			t.Errorf("ran %d ms before: outcome %+v, want %s", tc.ranMS, out, tc.want)
+		}
+		if cps, _ := f.cps.Checkpoints(context.Background()); tc.want == contract.StatusCompleted && cps["b"].RunMS < tc.ranMS {
+			t.Errorf("b's checkpoint says the execution ran %d ms, less than the %d ms before", cps["b"].RunMS, tc.ranMS)
+		}
 	}
 }

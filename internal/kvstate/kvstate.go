@@ -1,5 +1,6 @@
 // Package kvstate gives typed access to flowguard's KV buckets: execution state
-// (flow_state) and workflow definitions (flow_workflows).
+// (flow_state) and workflow definitions (flow_workflows). A running execution's
+// writes do not come here: its owner (internal/execution) fences them.
 package kvstate
 
 import (
@@ -91,20 +92,6 @@ func (s *Store) Result(ctx context.Context, workflowID, executionID string) (*co
 	return &r, nil
 }
 
-// PutResult writes an execution's result.
-func (s *Store) PutResult(ctx context.Context, r *contract.Result) error {
-	return s.put(ctx, s.state, contract.ResultKey(r.WorkflowID, r.ExecutionID), r)
-}
-
-// SetLatest records executionID as the latest execution of its workflow.
-func (s *Store) SetLatest(ctx context.Context, workflowID, executionID string) error {
-	key := contract.LatestKey(workflowID)
-	return retry(ctx, func(ctx context.Context) error {
-		_, err := s.state.PutString(ctx, key, executionID)
-		return err
-	})
-}
-
 // Latest returns the id of a workflow's latest execution.
 func (s *Store) Latest(ctx context.Context, workflowID string) (string, error) {
 	e, err := s.state.Get(ctx, contract.LatestKey(workflowID))
@@ -115,11 +102,6 @@ func (s *Store) Latest(ctx context.Context, workflowID string) (string, error) {
 		return "", err
 	}
 	return string(e.Value()), nil
-}
-
-// PutCheckpoint stores a finished node.
-func (s *Store) PutCheckpoint(ctx context.Context, workflowID, executionID string, cp *contract.Checkpoint) error {
-	return s.put(ctx, s.state, contract.CheckpointKey(workflowID, executionID, cp.NodeID), cp)
 }
 
 // Checkpoints returns the finished nodes of an execution, by node id.
@@ -174,12 +156,6 @@ func (s *Store) OrderMark(ctx context.Context, workflowID, executionID, nodeID s
 	return &m, rev, nil
 }
 
-// PutOrderMark writes an order node's mark if the key is still at revision rev (0:
-// it must not exist), and returns the new revision, or ErrConflict.
-func (s *Store) PutOrderMark(ctx context.Context, workflowID, executionID, nodeID string, m *contract.OrderMark, rev uint64) (uint64, error) {
-	return s.compareAndSet(ctx, contract.OrderMarkKey(workflowID, executionID, nodeID), m, rev)
-}
-
 // Workflow returns a deployed definition and its version (KV revision): the latest
 // when version is 0, else that version, for an execution resumed after a redeploy.
 // It returns ErrNotFound when the workflow is not deployed, or no longer keeps that
@@ -230,21 +206,6 @@ func (s *Store) get(ctx context.Context, kv jetstream.KeyValue, key string, into
 		return 0, fmt.Errorf("decode %s: %w", key, err)
 	}
 	return e.Revision(), nil
-}
-
-func (s *Store) put(ctx context.Context, kv jetstream.KeyValue, key string, v any) error {
-	data, err := json.Marshal(v)
-	if err != nil {
-		return fmt.Errorf("encode %s: %w", key, err)
-	}
-	err = retry(ctx, func(ctx context.Context) error {
-		_, err := kv.Put(ctx, key, data)
-		return err
-	})
-	if err != nil {
-		return fmt.Errorf("write %s: %w", key, err)
-	}
-	return nil
 }
 
 // retry runs an idempotent KV operation until it succeeds, ends with ErrNotFound or

@@ -3,7 +3,10 @@
 package natstest
 
 import (
+	"errors"
+	"fmt"
 	"net"
+	"net/url"
 	"testing"
 	"time"
 
@@ -118,4 +121,52 @@ func WaitFor(t testing.TB, total time.Duration, check func() error) {
 			step *= 2
 		}
 	}
+}
+
+// StartCluster starts n servers with JetStream clustered together, in the test
+// process; they are shut down when the test ends. It returns their client URLs
+// once the cluster has a JetStream meta leader.
+func StartCluster(t testing.TB, n int) []string {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[i] = l.Addr().(*net.TCPAddr).Port
+		_ = l.Close()
+	}
+	var routes []*url.URL
+	for _, p := range ports {
+		routes = append(routes, &url.URL{Scheme: "nats", Host: fmt.Sprintf("127.0.0.1:%d", p)})
+	}
+	servers := make([]*server.Server, n)
+	urls := make([]string, n)
+	for i := range servers {
+		opts := &server.Options{
+			ServerName: fmt.Sprintf("flowguard-test-%d", i), Host: "127.0.0.1", Port: -1,
+			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true, Routes: routes,
+			Cluster: server.ClusterOpts{Name: "flowguard-test", Host: "127.0.0.1", Port: ports[i]},
+		}
+		srv, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("start nats-server %d: %v", i, err)
+		}
+		go srv.Start()
+		t.Cleanup(srv.Shutdown)
+		if !srv.ReadyForConnections(15 * time.Second) {
+			t.Fatalf("nats-server %d not ready for connections within 15s", i)
+		}
+		servers[i], urls[i] = srv, srv.ClientURL()
+	}
+	WaitFor(t, 30*time.Second, func() error {
+		for _, s := range servers {
+			if s.JetStreamIsLeader() {
+				return nil
+			}
+		}
+		return errors.New("no JetStream meta leader yet")
+	})
+	return urls
 }

@@ -53,6 +53,19 @@ func Permanent(kind string, err error) error { return &Error{Kind: kind, Err: er
 // Transient wraps err as a failure that a later attempt may not meet.
 func Transient(kind string, err error) error { return &Error{Kind: kind, Transient: true, Err: err} }
 
+// ErrStopped is matched by the error of a node whose execution must stop without
+// a terminal state: its worker no longer owns it. Such a node neither fails nor is
+// retried, and no circuit breaker counts it.
+var ErrStopped = errors.New("the execution was stopped")
+
+// Stopped wraps err so that it also matches ErrStopped.
+func Stopped(err error) error { return &stopped{err: err} }
+
+type stopped struct{ err error }
+
+func (s *stopped) Error() string   { return s.err.Error() }
+func (s *stopped) Unwrap() []error { return []error{s.err, ErrStopped} }
+
 // KindOf returns the kind of a node failure, KindNode when it has none.
 func KindOf(err error) string {
 	var e *Error

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
 
@@ -21,6 +22,18 @@ type Input struct {
 	Env *Env
 	// Attempt counts from 1.
 	Attempt int
+	// Marks holds the execution's order marks, written under its owner's claim;
+	// nil where no execution owns the run (tests, the publisher's dry runs).
+	Marks OrderMarks
+}
+
+// OrderMarks reads and writes the marks of an execution's order nodes; every
+// write is fenced by the execution's claim (execution.Owner).
+type OrderMarks interface {
+	// OrderMark returns a node's mark, or found false when it has none.
+	OrderMark(ctx context.Context, nodeID string) (m *contract.OrderMark, found bool, err error)
+	// PutOrderMark stores a node's mark and waits until it is stored.
+	PutOrderMark(ctx context.Context, nodeID string, m *contract.OrderMark) error
 }
 
 // Env is the environment of expressions.

@@ -30,9 +30,10 @@ type OrderDesk interface {
 	// reduce-only, an unconfirmed emergency state, a risk limit), with a *Error
 	// saying why.
 	CheckOrder(ctx context.Context, o *contract.OrderIntent) error
-	// PlaceOrder stores the intent with its client order id as message id and returns
-	// its stream sequence and whether it was already stored.
-	PlaceOrder(ctx context.Context, o *contract.OrderIntent) (seq uint64, duplicate bool, err error)
+	// PlaceOrder stores the intent with its client order id as message id, recording
+	// it in the node's mark (nil when it has none yet), and returns its stream
+	// sequence and whether it was already stored.
+	PlaceOrder(ctx context.Context, marks OrderMarks, mark *contract.OrderMark, o *contract.OrderIntent) (seq uint64, duplicate bool, err error)
 }
 
 // Order publishes an order intent to flow.orders.<bot_id>, once per execution and
@@ -120,10 +121,34 @@ func (o Order) Compile(n workflow.Node) (Runner, error) {
 // an unconfirmed emergency state or an unreachable stream is retried with backoff.
 func (r *orderRunner) Provider() string { return r.provider }
 
+// Run reads the node's mark first: an order already placed (a replay after a
+// crash or a takeover) returns the stored intent with duplicate: true and is
+// neither checked nor placed again, so a pause, a halt or a risk limit reached
+// since cannot fail an order that exists. A new order, or one a worker stopped
+// placing, is checked, then placed.
 func (r *orderRunner) Run(ctx context.Context, in Input) (Result, error) {
 	o, err := r.intent(in.Env)
 	if err != nil {
 		return Result{}, err
+	}
+	if in.Marks == nil {
+		return Result{}, Permanent(KindNode, fmt.Errorf("order %s: no execution owns this run, so the order cannot be recorded", o.ClientOrderID))
+	}
+	mark, found, err := in.Marks.OrderMark(ctx, r.nodeID)
+	if errors.Is(err, ErrStopped) {
+		return Result{}, err
+	}
+	if err != nil {
+		return Result{}, Transient(KindNode, fmt.Errorf("read the mark of order %s: %w", o.ClientOrderID, err))
+	}
+	if !found {
+		mark = nil
+	}
+	if mark != nil && mark.Intent != nil {
+		o = mark.Intent // the intent first recorded, whatever the replay computed
+	}
+	if mark != nil && mark.State == contract.OrderPlaced {
+		return orderOutputs(o, mark.StreamSeq, true), nil
 	}
 	if err := r.desk.CheckOrder(ctx, o); err != nil {
 		return Result{}, err
@@ -132,14 +157,19 @@ func (r *orderRunner) Run(ctx context.Context, in Input) (Result, error) {
 	// publish cut off half way would leave an intent stored but not recorded.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), placeTimeout)
 	defer cancel()
-	seq, dup, err := r.desk.PlaceOrder(pctx, o)
+	seq, dup, err := r.desk.PlaceOrder(pctx, in.Marks, mark, o)
 	if err != nil {
 		var known *Error
-		if errors.As(err, &known) {
+		if errors.As(err, &known) || errors.Is(err, ErrStopped) {
 			return Result{}, err
 		}
 		return Result{}, Transient(KindNode, fmt.Errorf("place order %s: %w", o.ClientOrderID, err))
 	}
+	return orderOutputs(o, seq, dup), nil
+}
+
+// orderOutputs are an order node's outputs.
+func orderOutputs(o *contract.OrderIntent, seq uint64, dup bool) Result {
 	out := map[string]any{
 		"client_order_id": o.ClientOrderID, "symbol": o.Symbol, "side": o.Side, "quantity": o.Quantity,
 		"order_type": o.Type, "reduce_only": o.ReduceOnly, "stream_seq": seq, "duplicate": dup,
@@ -147,7 +177,7 @@ func (r *orderRunner) Run(ctx context.Context, in Input) (Result, error) {
 	if o.LimitPrice > 0 {
 		out["limit_price"] = o.LimitPrice
 	}
-	return Result{Outputs: out}, nil
+	return Result{Outputs: out}
 }
 
 // intent evaluates the order's fields and checks them.

@@ -29,13 +29,22 @@ func New(js jetstream.Publisher, subjects contract.Subjects) *Publisher {
 
 // PublishEvent stores a lifecycle event with Nats-Msg-Id = its event id.
 func (p *Publisher) PublishEvent(ctx context.Context, ev *contract.Event) error {
+	msg, err := EventMsg(p.subjects, ev)
+	if err != nil {
+		return err
+	}
+	_, err = p.publishMsg(ctx, msg)
+	return err
+}
+
+// EventMsg is the message of a lifecycle event: on its subject, with Nats-Msg-Id
+// = its event id and its correlation id and trace context as headers.
+func EventMsg(subjects contract.Subjects, ev *contract.Event) (*nats.Msg, error) {
 	data, err := json.Marshal(ev)
 	if err != nil {
-		return fmt.Errorf("encode event %s: %w", ev.EventID, err)
+		return nil, fmt.Errorf("encode event %s: %w", ev.EventID, err)
 	}
-	subject := p.subjects.Event(ev.BotID, ev.WorkflowID, ev.ExecutionID, ev.Type)
-	_, err = p.publish(ctx, subject, ev.EventID, ev.CorrelationID, ev.Traceparent, data)
-	return err
+	return newMsg(subjects.Event(ev.BotID, ev.WorkflowID, ev.ExecutionID, ev.Type), ev.EventID, ev.CorrelationID, ev.Traceparent, data), nil
 }
 
 // DeadLetter stores a request that can never run, with a message id naming the
@@ -61,6 +70,10 @@ func (p *Publisher) Msg(ctx context.Context, subject, msgID, correlationID strin
 }
 
 func (p *Publisher) publish(ctx context.Context, subject, msgID, correlationID, traceparent string, data []byte) (*jetstream.PubAck, error) {
+	return p.publishMsg(ctx, newMsg(subject, msgID, correlationID, traceparent, data))
+}
+
+func newMsg(subject, msgID, correlationID, traceparent string, data []byte) *nats.Msg {
 	msg := nats.NewMsg(subject)
 	msg.Data = data
 	if msgID != "" {
@@ -72,21 +85,26 @@ func (p *Publisher) publish(ctx context.Context, subject, msgID, correlationID, 
 	if traceparent != "" {
 		msg.Header.Set(contract.HeaderTraceparent, traceparent)
 	}
+	return msg
+}
+
+// publishMsg publishes msg, retrying while the broker is unreachable.
+func (p *Publisher) publishMsg(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
 	var ack *jetstream.PubAck
-	err := resilience.RetryIO(ctx, isPermanent, func(ctx context.Context) error {
+	err := resilience.RetryIO(ctx, IsPermanent, func(ctx context.Context) error {
 		var err error
 		ack, err = p.js.PublishMsg(ctx, msg)
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("publish to %s: %w", subject, err)
+		return nil, fmt.Errorf("publish to %s: %w", msg.Subject, err)
 	}
 	return ack, nil
 }
 
-// isPermanent reports publish errors that a retry cannot fix: the message itself is
+// IsPermanent reports publish errors that a retry cannot fix: the message itself is
 // refused. Everything else (timeouts, no responders, a leader being elected) passes.
-func isPermanent(err error) bool {
+func IsPermanent(err error) bool {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamMessageExceedsMaximum {
 		return true

@@ -8,6 +8,8 @@ import (
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
+	"github.com/flowguard/flowguard/internal/execution"
+	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/resilience"
@@ -54,6 +56,9 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxParallelNodes bounds the nodes of one execution that run at once.
 	MaxParallelNodes int
+	// MaxOutputBytes bounds each node's JSON outputs, and an execution's at
+	// executor.ExecutionOutputFactor times it; a node over it fails bad_response.
+	MaxOutputBytes int
 	// RefuseInlineWorkflows rejects requests that carry a workflow definition
 	// (invalid_request): only deployed workflows run. An inline workflow runs with
 	// the worker's NATS rights and network reach.
@@ -63,6 +68,11 @@ type Config struct {
 	// RateLimits are providers' budgets, by provider (--rate-limits); those in
 	// the flow_ratelimits bucket replace them provider by provider.
 	RateLimits map[string]contract.RateLimits
+
+	// RoundTrips, when set, is told of each round trip an execution waits for,
+	// one after another (see execution.Observer), and of each read of a workflow
+	// definition: for tests and benchmarks.
+	RoundTrips execution.Observer
 }
 
 // ResilienceConfig tunes the calls of provider nodes (see DESIGN.md, Resilience).
@@ -120,6 +130,12 @@ func (c *Config) Validate() error {
 	if c.MaxRequestBytes < 1024 {
 		return fmt.Errorf("max request size must be at least 1024 bytes, got %d", c.MaxRequestBytes)
 	}
+	if c.MaxOutputBytes == 0 {
+		c.MaxOutputBytes = executor.DefaultMaxOutputBytes
+	}
+	if c.MaxOutputBytes < 1024 {
+		return fmt.Errorf("max output size must be at least 1024 bytes, got %d", c.MaxOutputBytes)
+	}
 	if c.MaxParallelNodes < 0 {
 		return fmt.Errorf("max parallel nodes must not be negative, got %d", c.MaxParallelNodes)
 	}
@@ -162,8 +178,6 @@ func (c *Config) Validate() error {
 	if err := c.Consumer.Validate(); err != nil {
 		return err
 	}
-	if c.Consumer.AckWait < 3*time.Second {
-		return fmt.Errorf("ack wait must be at least 3s so that heartbeats keep a live execution, got %s", c.Consumer.AckWait)
-	}
+
 	return c.NATS.Validate()
 }

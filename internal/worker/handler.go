@@ -15,6 +15,7 @@ import (
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
+	"github.com/flowguard/flowguard/internal/execution"
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/metrics"
@@ -75,16 +76,13 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 	d.identify()
 	ctx = w.logContext(ctx, d)
 
-	d.status, d.statusRev, err = w.store.Status(ctx, d.workflowID, d.executionID)
-	switch {
-	case errors.Is(err, kvstate.ErrNotFound):
-		d.status = nil
-	case err != nil:
-		return w.handBack(ctx, err)
-	case contract.IsTerminalStatus(d.status.Status):
-		return w.finishedBefore(ctx, d)
-	case d.status.StreamSeq != 0 && d.status.StreamSeq != meta.Sequence.Stream:
-		return w.duplicate(ctx, d)
+	// A first delivery goes straight to its claim, which is its duplicate check:
+	// creating the status fails when the execution exists. A redelivery reads the
+	// status first, to resume or to end the execution.
+	if meta.NumDelivered > 1 {
+		if out, done := w.readStatus(ctx, d); done {
+			return out
+		}
 	}
 	if int(meta.NumDelivered) > w.cfg.Consumer.MaxDeliver {
 		return w.exhausted(ctx, d)
@@ -102,6 +100,24 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 			"request expired at %s (not_after) before a worker could start it; publish a fresh request", req.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	return w.execute(ctx, d)
+}
+
+// readStatus reads the execution's status into d; done is true when the request
+// is settled by it: its execution ended before, or another request owns it.
+func (w *Worker) readStatus(ctx context.Context, d *delivery) (consumer.Outcome, bool) {
+	var err error
+	d.status, d.statusRev, err = w.execs.Status(ctx, d.workflowID, d.executionID)
+	switch {
+	case errors.Is(err, kvstate.ErrNotFound):
+		d.status, d.statusRev = nil, 0
+	case err != nil:
+		return w.handBack(ctx, err), true
+	case contract.IsTerminalStatus(d.status.Status):
+		return w.finishedBefore(ctx, d), true
+	case d.status.StreamSeq != 0 && d.status.StreamSeq != d.meta.Sequence.Stream:
+		return w.duplicate(ctx, d), true
+	}
+	return consumer.Outcome{}, false
 }
 
 // duplicate acknowledges a request whose request id names an execution that
@@ -179,7 +195,8 @@ func (w *Worker) fallbackExecutionID(meta *jetstream.MsgMetadata) string {
 	return "s" + w.execStreamTag + "-" + strconv.FormatUint(meta.Sequence.Stream, 10)
 }
 
-// execute claims the execution, runs it and persists its terminal state.
+// execute claims the execution, runs it and persists its terminal state, all
+// through the execution's owner: every write after the claim is fenced by it.
 func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 	log := zerolog.Ctx(ctx)
 	resume := d.status != nil
@@ -207,45 +224,52 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 	if resume && d.status.CreatedAt != nil {
 		st.CreatedAt = d.status.CreatedAt
 	}
-	rev, err := w.store.PutStatus(ctx, st, d.statusRev)
-	if errors.Is(err, kvstate.ErrConflict) {
+	lastSeq, err := w.lastEventSeq(ctx, d)
+	if err != nil {
+		return w.handBack(ctx, err)
+	}
+	id := execution.Identity{
+		ExecutionID: d.executionID, WorkflowID: d.workflowID, WorkflowVersion: plan.Version, BotID: d.botID,
+		StrategyID: d.req.StrategyID, CorrelationID: d.correlationID, RequestID: d.req.RequestID, Traceparent: d.traceparent,
+	}
+	owner, err := w.execs.Claim(ctx, st, d.statusRev, id, lastSeq)
+	if errors.Is(err, execution.ErrClaimed) && !resume {
+		// A first delivery whose execution exists: a duplicate, a finished one, or
+		// one this request owns already (its worker died): read it and decide.
+		if out, done := w.readStatus(ctx, d); done {
+			return out
+		}
+		if d.status == nil {
+			return w.handBack(ctx, errors.New("the execution's status was created, then vanished; trying again"))
+		}
+		return w.execute(ctx, d)
+	}
+	if errors.Is(err, execution.ErrClaimed) {
 		return w.claimLost(ctx, d)
 	}
 	if err != nil {
 		return w.handBack(ctx, err)
 	}
-	d.statusRev = rev
-	// The latest execution is recorded while the execution runs: one round trip
-	// less on its path. It is known before the terminal status is written.
-	latest := make(chan error, 1)
-	if resume {
-		latest <- nil
-	} else {
-		go func() { latest <- w.store.SetLatest(ctx, d.workflowID, d.executionID) }()
+	if !resume {
+		// Known before the terminal status is written: pipelined with the run.
+		if err := owner.SetLatest(); err != nil {
+			return w.handBack(ctx, err)
+		}
 	}
 
 	x := &executor.Execution{
 		ID: d.executionID, RequestID: d.req.RequestID, WorkflowID: d.workflowID, WorkflowVersion: plan.Version,
 		BotID: d.req.BotID, StrategyID: d.req.StrategyID, CorrelationID: d.correlationID, Traceparent: d.traceparent,
-		Inputs: d.req.Inputs, Plan: plan, Resume: resume,
-		StartedAt: *st.CreatedAt, NotAfter: d.req.NotAfter, Claim: rev,
+		Inputs: d.req.Inputs, Plan: plan, Resume: resume, NotAfter: d.req.NotAfter,
 	}
 	if x.Inputs == nil {
 		x.Inputs = map[string]any{}
 	}
-	lastSeq, err := w.lastEventSeq(ctx, d)
-	if err != nil {
-		return w.handBack(ctx, err)
-	}
-	em := executor.NewEmitter(w.pub, x, lastSeq)
-	log.Debug().Bool("resumed", resume).Uint64("attempt", d.meta.NumDelivered).Msg("execution started")
+	log.Debug().Bool("resumed", resume).Uint64("attempt", d.meta.NumDelivered).Uint64("claim", owner.Claim()).Msg("execution started")
 	w.metrics.ExecutionStarted()
 	outcome := metrics.OutcomeHandedBack
 	defer func() { w.metrics.ExecutionEnded(outcome, time.Since(now)) }()
-	out := w.exec.Run(ctx, x, em)
-	if err := <-latest; err != nil && !out.Interrupted() {
-		out = executor.Outcome{Cause: err}
-	}
+	out := w.exec.Run(ctx, x, owner)
 	if out.Interrupted() {
 		return w.handBack(ctx, out.Cause)
 	}
@@ -257,24 +281,13 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 	if out.FailedNode != "" {
 		ev.NodeID = out.FailedNode
 	}
-	built := em.Build(ev)
 	result := &contract.Result{
 		ExecutionID: d.executionID, WorkflowID: d.workflowID, Status: out.Status,
 		Outputs: out.Outputs, Error: out.Error, FailedNode: out.FailedNode,
 	}
-	if err := w.store.PutResult(ctx, result); err != nil {
-		return w.handBack(ctx, err)
-	}
 	finished := time.Now().UTC()
-	st.Status, st.Error, st.UpdatedAt, st.FinishedAt, st.TerminalEvent = out.Status, out.Error, finished, &finished, &built
-	if _, err := w.store.PutStatus(ctx, st, d.statusRev); err != nil {
-		if errors.Is(err, kvstate.ErrConflict) {
-			log.Warn().Msg("another worker took over this execution; leaving its outcome to it")
-			return consumer.Outcome{Decision: consumer.Abandon}
-		}
-		return w.handBack(ctx, err)
-	}
-	if err := em.Publish(ctx, &built); err != nil {
+	st.Status, st.Error, st.UpdatedAt, st.FinishedAt = out.Status, out.Error, finished, &finished
+	if err := owner.Finish(ctx, result, st, ev); err != nil {
 		return w.handBack(ctx, err) // the redelivery finds the terminal status and publishes the event
 	}
 	outcome = out.Status
@@ -339,9 +352,9 @@ func (w *Worker) lastEventSeq(ctx context.Context, d *delivery) (uint64, error) 
 }
 
 // claimLost handles a claim that lost its compare-and-set: the status changed since
-// it was read.
+// it was read (or, on a first delivery, exists).
 func (w *Worker) claimLost(ctx context.Context, d *delivery) consumer.Outcome {
-	st, rev, err := w.store.Status(ctx, d.workflowID, d.executionID)
+	st, rev, err := w.execs.Status(ctx, d.workflowID, d.executionID)
 	if err != nil {
 		return w.handBack(ctx, err)
 	}
@@ -362,7 +375,7 @@ func (w *Worker) claimLost(ctx context.Context, d *delivery) consumer.Outcome {
 // over) is left alone.
 func (w *Worker) handBack(ctx context.Context, cause error) consumer.Outcome {
 	log := zerolog.Ctx(ctx)
-	if errors.Is(cause, ErrLostOwnership) || errors.Is(context.Cause(ctx), consumer.ErrLeaseLost) {
+	if errors.Is(cause, execution.ErrLostOwnership) || errors.Is(context.Cause(ctx), consumer.ErrLeaseLost) {
 		log.Warn().Err(cause).Msg("execution stopped: this worker no longer holds the request")
 		return consumer.Outcome{Decision: consumer.Abandon}
 	}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
-	"github.com/flowguard/flowguard/internal/executor"
+	"github.com/flowguard/flowguard/internal/execution"
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/metrics"
 )
@@ -76,24 +76,25 @@ func (w *Worker) endUnrun(ctx context.Context, d *delivery, e ending) error {
 			return err
 		}
 	}
-	x := &executor.Execution{ID: d.executionID, WorkflowID: d.workflowID, CorrelationID: d.correlationID, BotID: d.botID, Traceparent: d.traceparent}
+	id := execution.Identity{ExecutionID: d.executionID, WorkflowID: d.workflowID, CorrelationID: d.correlationID, BotID: d.botID, Traceparent: d.traceparent}
 	if d.req != nil {
-		x.RequestID, x.StrategyID = d.req.RequestID, d.req.StrategyID
+		id.RequestID, id.StrategyID = d.req.RequestID, d.req.StrategyID
 	}
-	if x.BotID == contract.NoBot {
-		x.BotID = ""
+	botID := d.botID
+	if botID == contract.NoBot {
+		botID = ""
 	}
 	lastSeq, err := w.lastEventSeq(ctx, d)
 	if err != nil {
 		return err
 	}
-	em := executor.NewEmitter(w.pub, x, lastSeq)
-	ev := em.Build(contract.Event{Type: e.event, Error: e.cause, Reason: e.cause.Message})
+	// Named by the status revision it replaces: only one writer can replace it.
+	ev := execution.NewEvent(id, d.statusRev, lastSeq+1, contract.Event{Type: e.event, Error: e.cause, Reason: e.cause.Message})
 	if d.workflowID != contract.NoBot {
 		now := time.Now().UTC()
 		st := &contract.Status{
-			ExecutionID: d.executionID, WorkflowID: d.workflowID, RequestID: x.RequestID,
-			BotID: x.BotID, StrategyID: x.StrategyID, CorrelationID: d.correlationID,
+			ExecutionID: d.executionID, WorkflowID: d.workflowID, RequestID: id.RequestID,
+			BotID: botID, StrategyID: id.StrategyID, CorrelationID: d.correlationID,
 			Status: e.status, Attempt: int(d.meta.NumDelivered), WorkerID: w.cfg.WorkerID,
 			UpdatedAt: now, FinishedAt: &now, Error: e.cause, TerminalEvent: &ev,
 		}
@@ -106,7 +107,7 @@ func (w *Worker) endUnrun(ctx context.Context, d *delivery, e ending) error {
 			return err // ErrConflict: another worker owns or ended the execution; publish nothing
 		}
 	}
-	return em.Publish(ctx, &ev)
+	return w.pub.PublishEvent(ctx, &ev)
 }
 
 // deadLetter stores the request and why it can never run.

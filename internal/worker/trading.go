@@ -11,7 +11,6 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/executor"
-	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/nodes"
 	"github.com/flowguard/flowguard/internal/publish"
 )
@@ -31,17 +30,13 @@ func scopesOf(x *executor.Execution) emergency.Scopes {
 	return emergency.Scopes{BotID: x.BotID, StrategyID: x.StrategyID, WorkflowID: x.WorkflowID}
 }
 
-// ErrLostOwnership stops an execution whose status was claimed by another worker
-// since this one claimed it: the server gave its request to that worker.
-var ErrLostOwnership = errors.New("another worker took over this execution")
-
 // guard is asked before each node. Any node stops at a halt. A provider node (one
-// with side effects outside) waits while the emergency state is unconfirmed, fails
-// once the request's not_after has passed, and stops the execution when another
-// worker has taken it over: no side effect happens unconfirmed, late or twice.
+// with side effects outside) waits while the emergency state is unconfirmed and
+// fails once the request's not_after has passed: no side effect happens
+// unconfirmed or late. (Before it starts, the executor confirms through the
+// execution's owner that the execution was not taken over: nor twice.)
 type guard struct {
-	ctrl  *emergency.Controller
-	store *kvstate.Store
+	ctrl *emergency.Controller
 }
 
 // staleCheckInterval is how often a waiting provider node checks the emergency state.
@@ -75,13 +70,6 @@ func (g guard) CanOperate(ctx context.Context, x *executor.Execution, sideEffect
 		return nodes.Permanent(contract.KindStale, fmt.Errorf("request expired at %s (not_after): its outside calls are not made late; publish a fresh request",
 			x.NotAfter.UTC().Format(time.RFC3339)))
 	}
-	_, rev, err := g.store.Status(ctx, x.WorkflowID, x.ID)
-	if err != nil {
-		return fmt.Errorf("confirm ownership before a side effect: %w", err)
-	}
-	if rev != x.Claim {
-		return ErrLostOwnership
-	}
 	return nil
 }
 
@@ -94,7 +82,6 @@ type desk struct {
 	ctrl            tradeGate
 	risk            orderChecker
 	pub             *publish.Publisher
-	store           *kvstate.Store
 	duplicateWindow time.Duration
 }
 
@@ -136,23 +123,19 @@ func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 }
 
 // PlaceOrder publishes an intent once for as long as the execution's state is kept,
-// not only within the stream's duplicate window: a mark in KV is written before
-// the publish and completed with its stream sequence after. A replay finds the mark
-// placed and publishes nothing; a mark left "publishing" by a worker that died is
-// published again within the duplicate window (the stream drops a copy), and past
-// it refused, since whether the intent was stored cannot be known.
-func (d desk) PlaceOrder(ctx context.Context, o *contract.OrderIntent) (uint64, bool, error) {
-	mark, rev, err := d.store.OrderMark(ctx, o.WorkflowID, o.ExecutionID, o.NodeID)
+// not only within the stream's duplicate window: a mark in KV, fenced by the
+// execution's claim, is written before the publish and completed with its stream
+// sequence after. The order node reads the mark first and reports an order
+// already placed without coming here; a mark left "publishing" by a worker that
+// died is published again within the duplicate window (the stream drops a copy),
+// and past it refused, since whether the intent was stored cannot be known.
+func (d desk) PlaceOrder(ctx context.Context, marks nodes.OrderMarks, mark *contract.OrderMark, o *contract.OrderIntent) (uint64, bool, error) {
 	switch {
-	case errors.Is(err, kvstate.ErrNotFound):
-		mark = &contract.OrderMark{ClientOrderID: o.ClientOrderID, State: contract.OrderPublishing, At: time.Now().UTC()}
-		if rev, err = d.store.PutOrderMark(ctx, o.WorkflowID, o.ExecutionID, o.NodeID, mark, 0); err != nil {
-			return 0, false, err // a concurrent attempt wrote it: the retry reads it
+	case mark == nil:
+		mark = &contract.OrderMark{ClientOrderID: o.ClientOrderID, State: contract.OrderPublishing, At: time.Now().UTC(), Intent: o}
+		if err := marks.PutOrderMark(ctx, o.NodeID, mark); err != nil {
+			return 0, false, err
 		}
-	case err != nil:
-		return 0, false, err
-	case mark.State == contract.OrderPlaced:
-		return mark.StreamSeq, true, nil
 	case time.Since(mark.At) > d.duplicateWindow:
 		return 0, false, nodes.Permanent(KindOrderUnknown, fmt.Errorf(
 			"order %s may or may not have been placed: a worker stopped while placing it at %s, longer ago than the duplicate window (%s); "+
@@ -163,8 +146,8 @@ func (d desk) PlaceOrder(ctx context.Context, o *contract.OrderIntent) (uint64, 
 	if err != nil {
 		return 0, false, err
 	}
-	mark.State, mark.StreamSeq = contract.OrderPlaced, seq
-	if _, err := d.store.PutOrderMark(ctx, o.WorkflowID, o.ExecutionID, o.NodeID, mark, rev); err != nil {
+	mark.State, mark.StreamSeq, mark.Intent = contract.OrderPlaced, seq, o
+	if err := marks.PutOrderMark(ctx, o.NodeID, mark); err != nil {
 		return 0, false, err
 	}
 	return seq, dup, nil

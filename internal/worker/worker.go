@@ -26,6 +26,7 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/embedded"
 	"github.com/flowguard/flowguard/internal/emergency"
+	"github.com/flowguard/flowguard/internal/execution"
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/metrics"
@@ -36,6 +37,13 @@ import (
 	"github.com/flowguard/flowguard/internal/ratelimit"
 	"github.com/flowguard/flowguard/internal/resilience"
 )
+
+// asyncPublishTimeout bounds the wait for the acknowledgement of a pipelined write.
+const asyncPublishTimeout = 10 * time.Second
+
+// outputHeadroom is what a result, status or terminal event holds besides the
+// outputs of its execution's nodes.
+const outputHeadroom = 64 * 1024
 
 // Worker consumes execution requests and runs them.
 type Worker struct {
@@ -48,6 +56,7 @@ type Worker struct {
 	// execStreamTag is FLOW_EXEC's creation time in base 36, part of generated execution ids.
 	execStreamTag string
 	store         *kvstate.Store
+	execs         *execution.Store
 	pub           *publish.Publisher
 	exec          *executor.Executor
 	plans         *plans
@@ -168,7 +177,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	w.ready.Store(true)
 	defer w.ready.Store(false)
 	rs := w.settings
-	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).
+	w.log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("concurrency", w.cfg.Consumer.Concurrency).Dur("ack_wait", w.cfg.Consumer.AckWait).Int("max_output_bytes", w.cfg.MaxOutputBytes).
 		Str("http", w.cfg.HTTPAddr).Str("version", w.cfg.Version).
 		Str("profile", w.cfg.Resilience.Profile).Dur("node_timeout", rs.Timeout).Int("retry_attempts", rs.Retry.MaxAttempts).
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
@@ -211,7 +220,9 @@ func (w *Worker) startEmbedded() (*server.Server, error) {
 // setup provisions the streams and buckets and builds the worker's parts. The
 // returned watch of the breakers bucket lives until bgCtx ends.
 func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Watch, error) {
-	js, err := jetstream.New(nc)
+	// Async publishes (an execution's pipelined writes) fail rather than wait
+	// forever for an acknowledgement lost in a reconnect.
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(asyncPublishTimeout))
 	if err != nil {
 		return nil, err
 	}
@@ -268,6 +279,11 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	w.js = js
 	w.events = events
 	w.store = kvstate.New(buckets.State, buckets.Workflows)
+	var execOpts []execution.Option
+	if w.cfg.RoundTrips != nil {
+		execOpts = append(execOpts, execution.WithObserver(w.cfg.RoundTrips))
+	}
+	w.execs = execution.New(js, w.store, buckets.State.Bucket(), w.subjects, execOpts...)
 	w.pub = publish.New(js, w.subjects)
 	w.ctrl = emergency.New(js, emergency.Config{Subjects: w.subjects, Staleness: w.cfg.EmergencyStaleness}, w.log)
 	w.risk, err = emergency.NewRisk(buckets.Risk, w.ctrl, w.pub, emergency.RiskConfig{
@@ -276,11 +292,20 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	if err != nil {
 		return nil, err
 	}
-	registry.Register(nodes.TypeOrder, nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub, store: w.store, duplicateWindow: w.cfg.Provision.DuplicateWindow}})
+	registry.Register(nodes.TypeOrder, nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub, duplicateWindow: w.cfg.Provision.DuplicateWindow}})
 	registry.Register(nodes.TypeRiskUpdate, nodes.RiskUpdate{Metrics: w.risk})
 	w.ctrl.OnChange(func(st emergency.ScopeState) { w.metrics.EmergencyState(st.Scope, emergencyLevel[st.State]) })
-	w.exec = executor.New(w.store, guard{ctrl: w.ctrl, store: w.store}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Observer: w.metrics, Resilience: chain})
-	w.plans = newPlans(w.store, registry)
+	w.exec = executor.New(guard{ctrl: w.ctrl}, executor.Config{
+		MaxParallelNodes: w.cfg.MaxParallelNodes, MaxOutputBytes: w.cfg.MaxOutputBytes, Observer: w.metrics, Resilience: chain,
+	})
+	if max := int64(executor.ExecutionOutputFactor*w.cfg.MaxOutputBytes) + outputHeadroom; max > nc.MaxPayload() {
+		return nil, fmt.Errorf("--max-output-bytes %d is too large for the server's max payload (%d bytes): an execution's outputs (up to %d times it) must fit in one message; lower --max-output-bytes below %d",
+			w.cfg.MaxOutputBytes, nc.MaxPayload(), executor.ExecutionOutputFactor, (nc.MaxPayload()-outputHeadroom)/executor.ExecutionOutputFactor)
+	}
+	w.plans = newPlans(w.store, registry, w.cfg.RoundTrips)
+	if err := w.plans.watch(bgCtx, buckets.Workflows); err != nil {
+		return nil, err
+	}
 	w.consumer, err = consumer.New(js, w.cfg.Consumer, w.handle, w.log, consumer.WithGate(w.canStart))
 	return watch, err
 }
