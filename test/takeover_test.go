@@ -9,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,15 +22,6 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/natstest"
 )
-
-// needsIssue11 skips a test of the behaviour issue 11 requires of the rebuilt
-// execution core until that core is merged; the integrator removes this guard then.
-func needsIssue11(t *testing.T) {
-	t.Helper()
-	if os.Getenv("FLOWGUARD_ISSUE11") == "" {
-		t.Skip("needs the rebuilt execution core (issue 11)")
-	}
-}
 
 // staleWorkflow asks a quote of a provider, then orders at the quoted price: the
 // price tells which call, and so which owner, produced a stored output.
@@ -48,7 +38,6 @@ const staleWorkflow = `{"id": "stale", "timeout": "5m", "nodes": [
 // one terminal event and one order intent. Fails on the core before issue 11: the
 // stale owner overwrites the result and checkpoints and publishes its own events.
 func TestStaleOwnerWritesNothing(t *testing.T) {
-	needsIssue11(t)
 	if testing.Short() {
 		t.Skip("process test")
 	}
@@ -205,7 +194,6 @@ func inFlight(addr string) (float64, error) {
 // executions wait the default ack wait (30s), longer than the workflow's timeout,
 // and end failed (timeout).
 func TestSIGKILLWithDefaultSettingsCompletesEverything(t *testing.T) {
-	needsIssue11(t)
 	if testing.Short() {
 		t.Skip("process test")
 	}
