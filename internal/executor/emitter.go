@@ -29,6 +29,7 @@ func NewEmitter(pub EventPublisher, x *Execution, lastSeq uint64) *Emitter {
 	return &Emitter{
 		pub: pub,
 		template: contract.Event{
+			ContractVersion: contract.Version,
 			WorkflowID:      x.WorkflowID,
 			WorkflowVersion: x.WorkflowVersion,
 			BotID:           x.BotToken(),

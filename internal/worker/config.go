@@ -62,7 +62,7 @@ type Config struct {
 	Resilience ResilienceConfig
 }
 
-// ResilienceConfig tunes the calls of provider nodes (see DESIGN.md, Resilience).
+// ResilienceConfig tunes the calls of provider nodes (see docs/contract.md, Resilience profiles).
 type ResilienceConfig struct {
 	// Profile names the defaults: development (the default), staging or production.
 	Profile string
