@@ -35,6 +35,8 @@ type cli struct {
 	DataDir    string           `help:"Data directory of the embedded NATS server." default:"./data" env:"FLOWGUARD_DATA_DIR" type:"path"`
 	SyncAlways bool             `help:"Embedded server: fsync every write before acknowledging it (slower; survives power loss)." env:"FLOWGUARD_SYNC_ALWAYS"`
 
+	ConnectTimeout time.Duration `help:"At start, how long to wait for a NATS server that answers and a ready JetStream (a cluster forming); 0 waits forever." default:"0s" env:"FLOWGUARD_CONNECT_TIMEOUT"`
+
 	WorkerID          string          `help:"Name of this worker in status documents and logs (default: host-pid)." env:"FLOWGUARD_WORKER_ID"`
 	Prefix            string          `help:"Subject prefix." default:"flow" env:"FLOWGUARD_PREFIX"`
 	Concurrency       int             `help:"Executions run at once by this worker." default:"16" env:"FLOWGUARD_CONCURRENCY"`
@@ -96,7 +98,7 @@ func run(c cli) error {
 		return err
 	}
 	w, err := worker.New(worker.Config{
-		NATS: c.NATS, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
+		NATS: c.NATS, ConnectTimeout: c.ConnectTimeout, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
 		WorkerID: c.WorkerID, Prefix: c.Prefix,
 		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes, RefuseInlineWorkflows: !c.InlineWorkflows,
 		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,

@@ -33,6 +33,10 @@ type Config struct {
 	WorkerID string
 	Prefix   string
 
+	// ConnectTimeout bounds the wait at start for a NATS server that answers and a
+	// JetStream that is ready (a cluster forming); 0 waits forever.
+	ConnectTimeout time.Duration
+
 	Consumer  consumer.Config
 	Provision provision.Config
 
@@ -100,6 +104,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Prefix == "" {
 		c.Prefix = contract.DefaultPrefix
+	}
+	if c.ConnectTimeout < 0 {
+		return fmt.Errorf("connect timeout must not be negative (0 waits forever), got %s", c.ConnectTimeout)
 	}
 	if err := contract.CheckID("prefix", c.Prefix); err != nil {
 		return err
