@@ -46,6 +46,10 @@ func ValidTraceparent(v string) bool {
 		v[3:35] != "00000000000000000000000000000000" && v[36:52] != "0000000000000000"
 }
 
+// RequestMsgID is the Nats-Msg-Id of an execution request: the stream stores a
+// request once per workflow and request id within its duplicate window.
+func RequestMsgID(workflowID, requestID string) string { return workflowID + "." + requestID }
+
 // NoBot is the bot_id token of a request that names no bot.
 const NoBot = "_"
 

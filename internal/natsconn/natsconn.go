@@ -95,7 +95,7 @@ func Connect(o Options, name string, log zerolog.Logger, extra ...nats.Option) (
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
-				log.Error().Err(err).Msg("the NATS server refused an operation: this user lacks a permission; give it the permissions of its role (README.md, Roles)")
+				log.Error().Err(err).Msg("the NATS server refused an operation: this user lacks a permission; give it the permissions of its role (docs/clusters.md, Roles)")
 				return
 			}
 			ev := log.Warn().Err(err)
@@ -166,6 +166,13 @@ func Unreachable(err error) bool {
 	return errors.Is(err, nats.ErrNoServers) || errors.As(err, &dns) ||
 		(errors.As(err, &op) && op.Op == "dial") || errors.Is(err, io.EOF) ||
 		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+}
+
+// Refused reports whether a connection failed because the server refused the
+// credentials given (or their absence), rather than because it could not be reached.
+func Refused(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
 }
 
 // redact hides the passwords of URLs written as nats://user:password@host.
