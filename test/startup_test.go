@@ -98,3 +98,51 @@ func TestRedeliveryBackoffOnAFreshStart(t *testing.T) {
 		t.Fatalf("a worker with another max deliver: %v", err)
 	}
 }
+
+// TestWorkerCheck: --check reports a deployment that fits, a consumer whose
+// settings differ and a right the worker's user lacks, changing nothing.
+func TestWorkerCheck(t *testing.T) {
+	h := newHarness(t)
+	check := func(t *testing.T, url string, mutate func(*worker.Config)) (string, error) {
+		cfg := worker.Config{WorkerID: "checker"}
+		cfg.NATS.URL = url
+		if mutate != nil {
+			mutate(&cfg)
+		}
+		w, err := worker.New(cfg, testLogger(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out strings.Builder
+		err = w.Check(h.ctx, &out)
+		return out.String(), err
+	}
+	if out, err := check(t, h.srv.URL(), nil); err != nil || !strings.Contains(out, "a worker creates it when it starts") {
+		t.Fatalf("a fresh server: %v\n%s", err, out)
+	}
+	if _, err := h.js.Stream(h.ctx, contract.StreamExec); err == nil {
+		t.Fatal("--check created a stream")
+	}
+	h.startWorker("w1", nil)
+	if out, err := check(t, h.srv.URL(), nil); err != nil || !strings.Contains(out, "all checks passed") {
+		t.Fatalf("a running deployment: %v\n%s", err, out)
+	}
+	for _, name := range []string{contract.StreamEmergency, contract.StreamEvents, contract.StreamOrders, contract.StreamDLQ} {
+		if st, err := h.js.Stream(h.ctx, name); err != nil || st.CachedInfo().State.Msgs != 0 {
+			t.Errorf("--check stored a message in %s (%v)", name, err)
+		}
+	}
+	out, err := check(t, h.srv.URL(), func(c *worker.Config) { c.Consumer.MaxDeliver = 3 })
+	if !errors.Is(err, worker.ErrCheckFailed) || !strings.Contains(out, "FAIL  consumer flowguard-workers") || !strings.Contains(out, "max deliver (--max-deliver) is 5, this worker's is 3") {
+		t.Errorf("another max deliver: %v\n%s", err, out)
+	}
+
+	limited := natstest.StartWith(t, &server.Options{Users: []*server.User{{
+		Username: "worker", Password: "pw",
+		Permissions: &server.Permissions{Publish: &server.SubjectPermission{Deny: []string{"flow.emergency.>"}}},
+	}}})
+	out, err = check(t, limited.URL(), func(c *worker.Config) { c.NATS.User, c.NATS.Password = "worker", "pw" })
+	if !errors.Is(err, worker.ErrCheckFailed) || !strings.Contains(out, "FAIL  publish to flow.emergency.global") || strings.Count(out, "FAIL") != 1 {
+		t.Errorf("a user without a right: %v\n%s", err, out)
+	}
+}

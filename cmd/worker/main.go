@@ -72,6 +72,8 @@ type cli struct {
 	InlineWorkflows  bool          `help:"Run workflow definitions sent inline in requests; they run with the worker's NATS rights and network reach. With --inline-workflows=false, only deployed workflows run." default:"true" negatable:"" env:"FLOWGUARD_INLINE_WORKFLOWS"`
 
 	Log logging.Options `embed:""`
+
+	Check bool `help:"Check the deployment instead of running: connect, verify the streams, buckets, consumer settings and this user's rights against what this version needs, print what is wrong and how to fix it; exit 1 when something is." env:"FLOWGUARD_CHECK"`
 }
 
 func main() {
@@ -128,6 +130,9 @@ func run(c cli) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if c.Check {
+		return w.Check(ctx, os.Stdout)
+	}
 	go func() {
 		<-ctx.Done()
 		stop() // a second signal terminates at once
