@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
@@ -131,6 +132,9 @@ func TestWorkerCheck(t *testing.T) {
 		if st, err := h.js.Stream(h.ctx, name); err != nil || st.CachedInfo().State.Msgs != 0 {
 			t.Errorf("--check stored a message in %s (%v)", name, err)
 		}
+	}
+	if _, err := h.stateKV().Get(h.ctx, "check"); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Errorf("--check wrote to %s: %v", contract.BucketState, err)
 	}
 	out, err := check(t, h.srv.URL(), func(c *worker.Config) { c.Consumer.MaxDeliver = 3 })
 	if !errors.Is(err, worker.ErrCheckFailed) || !strings.Contains(out, "FAIL  consumer flowguard-workers") || !strings.Contains(out, "max deliver (--max-deliver) is 5, this worker's is 3") {

@@ -1,5 +1,5 @@
 // Command publisher is the users' command line for flowguard: deploy workflows, run
-// them, follow their events and read their state. See README.md.
+// them, follow their events and read their state. See docs/publisher.md.
 package main
 
 import (

@@ -1,5 +1,5 @@
 // Command worker runs a flowguard worker. With no NATS URL it starts an embedded
-// NATS server with JetStream; see README.md.
+// NATS server with JetStream; see docs/running.md.
 package main
 
 import (
