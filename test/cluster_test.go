@@ -439,7 +439,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("a killed worker's executions resume on the others", func(t *testing.T) {
 		op := c.operator.on(t)
-		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-kill", "2s"))
+		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-kill", "10s")) // long enough to be seen running on a busy machine
 		ids, running := c.fill(t, "cl-kill", "k")
 		victim, inFlight := busiest(running)
 		c.kill(t, victim)
