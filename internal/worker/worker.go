@@ -116,7 +116,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	// Until the server answers and JetStream is ready, the worker waits, for at
 	// most the connect timeout: compose, systemd or Kubernetes may start it first.
-	startCtx, startDone := context.WithCancel(ctx)
+	startCtx, startDone := ctx, context.CancelFunc(func() {})
 	if w.cfg.ConnectTimeout > 0 {
 		startCtx, startDone = context.WithTimeout(ctx, w.cfg.ConnectTimeout)
 	}
