@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -248,13 +249,8 @@ func runnable(t *testing.T) []docCommand {
 				t.Errorf("%s:%d: only sh blocks can be marked runnable", d.path, b.line)
 				continue
 			}
-			for i := 0; i < len(b.body); i++ {
-				line, first := b.body[i], i
-				for strings.HasSuffix(strings.TrimSpace(line), `\`) && i+1 < len(b.body) {
-					i++
-					line = strings.TrimSuffix(strings.TrimSpace(line), `\`) + " " + b.body[i]
-				}
-				where := fmt.Sprintf("%s:%d", d.path, b.line+1+first)
+			for _, c := range b.commands() {
+				line, where := c.text, fmt.Sprintf("%s:%d", d.path, c.line)
 				cmd := docCommand{where: where}
 				if m := exitsComment.FindStringSubmatch(line); m != nil {
 					cmd.exit, _ = strconv.Atoi(m[1])
@@ -275,6 +271,34 @@ func runnable(t *testing.T) []docCommand {
 				out = append(out, cmd)
 			}
 		}
+	}
+	return out
+}
+
+// commandLine is a command of a shell block, continuation lines joined.
+type commandLine struct {
+	line int // in the file, 1-based
+	text string
+}
+
+// commands joins the lines of a shell block into commands: a line ending with \
+// goes on on the next, and so does a single-quoted string left open.
+func (b fence) commands() []commandLine {
+	var out []commandLine
+	for i := 0; i < len(b.body); i++ {
+		first, text := i, b.body[i]
+		for i+1 < len(b.body) {
+			if t := strings.TrimSpace(text); strings.HasSuffix(t, `\`) {
+				text = strings.TrimSuffix(t, `\`) + " "
+			} else if strings.Count(text, "'")%2 == 1 {
+				text += "\n"
+			} else {
+				break
+			}
+			i++
+			text += b.body[i]
+		}
+		out = append(out, commandLine{line: b.line + 1 + first, text: text})
 	}
 	return out
 }
@@ -356,5 +380,83 @@ func TestDocsRunnableSnippets(t *testing.T) {
 		if slices.Contains(c.args, "--wait") && c.exit == 0 && !strings.Contains(string(out), "execution_completed") {
 			t.Errorf("%s: no execution_completed in the output:\n%s", c.where, out)
 		}
+	}
+}
+
+// natsPayload says which schema the payload of a nats CLI command follows.
+type natsPayload struct {
+	pattern *regexp.Regexp // over "pub SUBJECT" or "kv put BUCKET KEY"
+	schema  string
+}
+
+// natsPayloads are the nats CLI commands the docs may show with a JSON payload.
+var natsPayloads = []natsPayload{
+	{regexp.MustCompile(`^pub flow\.exec\.[A-Za-z0-9_-]+$`), schemas.ExecutionRequest},
+	{regexp.MustCompile(`^pub flow\.emergency\.`), schemas.EmergencyCommand},
+	{regexp.MustCompile(`^kv put flow_breakers override\.`), schemas.BreakerOverride},
+	{regexp.MustCompile(`^kv put flow_risk limits\.`), schemas.RiskLimits},
+	{regexp.MustCompile(`^kv put flow_risk metrics\.`), schemas.RiskMetrics},
+	{regexp.MustCompile(`^kv put flow_workflows [A-Za-z0-9_-]+$`), schemas.Workflow},
+}
+
+// TestDocsNATSPayloads: the messages the docs publish with the nats CLI follow their
+// schemas, and a request's Nats-Msg-Id is <workflow_id>.<request_id>.
+func TestDocsNATSPayloads(t *testing.T) {
+	n := 0
+	for _, d := range docs(t) {
+		blocks, _ := d.fences()
+		for _, b := range blocks {
+			if b.lang != "sh" {
+				continue
+			}
+			for _, c := range b.commands() {
+				words, err := shellWords(c.text)
+				if err != nil || len(words) < 3 || words[0] != "nats" || (words[1] != "pub" && words[1] != "kv") {
+					continue
+				}
+				where := fmt.Sprintf("%s:%d", d.path, c.line)
+				var target, payload string
+				var rest []string
+				switch {
+				case words[1] == "pub" && len(words) >= 4:
+					target, payload, rest = "pub "+words[2], words[3], words[4:]
+				case words[1] == "kv" && words[2] == "put" && len(words) >= 6:
+					target, payload = "kv put "+words[3]+" "+words[4], words[5]
+				default:
+					continue
+				}
+				if strings.HasPrefix(payload, "$(") {
+					continue // a file's content, tested where the file is
+				}
+				i := slices.IndexFunc(natsPayloads, func(p natsPayload) bool { return p.pattern.MatchString(target) })
+				if i < 0 {
+					t.Errorf("%s: nats %s: no schema is known for it; add it to natsPayloads", where, target)
+					continue
+				}
+				n++
+				schema := natsPayloads[i].schema
+				if err := schemas.ValidateJSON(schema, []byte(payload)); err != nil {
+					t.Errorf("%s: not a valid %s: %v", where, schema, err)
+					continue
+				}
+				if schema != schemas.ExecutionRequest {
+					continue
+				}
+				var req struct {
+					RequestID  string `json:"request_id"`
+					WorkflowID string `json:"workflow_id"`
+				}
+				if err := json.Unmarshal([]byte(payload), &req); err != nil {
+					t.Fatal(err)
+				}
+				want := "Nats-Msg-Id:" + req.WorkflowID + "." + req.RequestID
+				if req.RequestID != "" && !slices.Contains(rest, want) {
+					t.Errorf("%s: a request with a request_id is published with -H %s (see docs/contract.md)", where, want)
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no nats CLI payload was checked")
 	}
 }
