@@ -439,7 +439,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("a killed worker's executions resume on the others", func(t *testing.T) {
 		op := c.operator.on(t)
-		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-kill", "2s"))
+		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-kill", "10s")) // long enough to be seen running on a busy machine
 		ids, running := c.fill(t, "cl-kill", "k")
 		victim, inFlight := busiest(running)
 		c.kill(t, victim)
@@ -566,7 +566,7 @@ func TestCluster(t *testing.T) {
 		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-roles", "10ms"))
 		before := len(op.messages(contract.StreamEmergency, "flow.emergency.>"))
 		code, out := c.publisher(t, "bot", "halt", "--reason", "a bot tries")
-		if code != 1 || !strings.Contains(out, `Permissions Violation for Publish to "flow.emergency.global"`) {
+		if code != 7 || !strings.Contains(out, `Permissions Violation for Publish to "flow.emergency.global"`) {
 			t.Errorf("bot halt: exit %d\n%s", code, out)
 		}
 		if after := len(op.messages(contract.StreamEmergency, "flow.emergency.>")); after != before {

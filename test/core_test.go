@@ -91,6 +91,9 @@ func TestCorrelationIDOnEveryEventAndHeader(t *testing.T) {
 			if err := json.Unmarshal(m.Data(), &ev); err != nil {
 				t.Fatal(err)
 			}
+			if ev.ContractVersion != contract.Version {
+				t.Errorf("%s %s: contract_version %q, want %q", tc.exec, ev.Type, ev.ContractVersion, contract.Version)
+			}
 			header := m.Headers().Get(contract.HeaderCorrelationID)
 			if !tc.check(ev.CorrelationID) || header != ev.CorrelationID {
 				t.Errorf("%s %s: correlation_id %q, header %q", tc.exec, ev.Type, ev.CorrelationID, header)

@@ -96,24 +96,34 @@ func assertExactlyOnce(t *testing.T, h *harness, workflowID string, ids []string
 			t.Errorf("%s: %s %+v", id, st.Status, st.Error)
 		}
 	}
-	completed := map[string]int{}
-	for _, m := range h.messages(contract.StreamEvents, "flow.events.*."+workflowID+".*.execution_completed") {
-		var ev contract.Event
-		if err := json.Unmarshal(m.Data(), &ev); err != nil {
-			t.Fatal(err)
+	// The terminal event is published after the terminal status is stored: wait
+	// for it too, until the deadline.
+	var completed, orders map[string]int
+	natstest.WaitFor(t, max(time.Until(deadline), time.Second), func() error {
+		completed, orders = map[string]int{}, map[string]int{}
+		for _, m := range h.messages(contract.StreamEvents, "flow.events.*."+workflowID+".*.execution_completed") {
+			var ev contract.Event
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				t.Fatal(err)
+			}
+			completed[ev.ExecutionID]++
 		}
-		completed[ev.ExecutionID]++
-	}
-	orders := map[string]int{}
-	for _, m := range h.messages(contract.StreamOrders, "flow.orders.>") {
-		var o contract.OrderIntent
-		if err := json.Unmarshal(m.Data(), &o); err != nil {
-			t.Fatal(err)
+		for _, m := range h.messages(contract.StreamOrders, "flow.orders.>") {
+			var o contract.OrderIntent
+			if err := json.Unmarshal(m.Data(), &o); err != nil {
+				t.Fatal(err)
+			}
+			if o.WorkflowID == workflowID {
+				orders[o.ExecutionID]++
+			}
 		}
-		if o.WorkflowID == workflowID {
-			orders[o.ExecutionID]++
+		for _, id := range ids {
+			if completed[id] == 0 || orders[id] == 0 {
+				return fmt.Errorf("%s: no execution_completed event or order intent yet", id)
+			}
 		}
-	}
+		return nil
+	})
 	bad := 0
 	for _, id := range ids {
 		if completed[id] != 1 || orders[id] != 1 {

@@ -120,6 +120,9 @@ func TestWorkersRegisterAsMicroServices(t *testing.T) {
 		if info.Version != "1.2.3" {
 			t.Errorf("version %q", info.Version)
 		}
+		if info.Metadata["contract_version"] != contract.Version {
+			t.Errorf("contract_version %q in the service metadata, want %q", info.Metadata["contract_version"], contract.Version)
+		}
 		ids[info.Metadata["worker_id"]] = true
 	}
 	if !ids["w1"] || !ids["w2"] {

@@ -381,7 +381,7 @@ func TestRolesAreRefusedWhatTheyMayNotDo(t *testing.T) {
 			return code, p.out.String(), time.Since(t0)
 		}
 		code, out, took := publisher("bot", "halt", "--reason", "a bot tries")
-		if code != 1 || !strings.Contains(out, `Permissions Violation for Publish to "flow.emergency.global"`) || !strings.Contains(out, "use the credentials of a role that may") {
+		if code != 7 || !strings.Contains(out, `Permissions Violation for Publish to "flow.emergency.global"`) || !strings.Contains(out, "use the credentials of a role that may") {
 			t.Errorf("bot halt: exit %d after %s\n%s", code, took, out)
 		}
 		if took > 3*time.Second {

@@ -1,5 +1,5 @@
 // Command publisher is the users' command line for flowguard: deploy workflows, run
-// them, follow their events and read their state. See README.md.
+// them, follow their events and read their state. See docs/publisher.md.
 package main
 
 import (
@@ -18,14 +18,24 @@ import (
 	"github.com/flowguard/flowguard/internal/natsconn"
 )
 
-// Exit codes of the publisher.
+// Exit codes of the publisher, listed in its help (exitCodes) and in docs/contract.md.
 const (
-	exitOK       = 0
-	exitFailed   = 1 // the execution failed, or the command did
-	exitHalted   = 2
-	exitRejected = 3
-	exitTimeout  = 4
+	exitOK         = 0
+	exitFailed     = 1 // the execution failed, or the command did
+	exitHalted     = 2
+	exitRejected   = 3
+	exitTimeout    = 4
+	exitDuplicate  = 5
+	exitConnection = 6
+	exitRefused    = 7
+	exitSignal     = 128 // plus the signal's number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM
 )
+
+const exitCodes = `Exit codes: 0 done (run --wait: completed); 1 the execution failed, or the command did;
+2 halted; 3 rejected; 4 run --wait timed out; 5 the request id was already published for
+this workflow (a duplicate: not run again); 6 cannot connect to NATS; 7 NATS refused the
+credentials or a permission; 80 wrong usage (flags, arguments); 130 interrupted (Ctrl-C),
+143 terminated (SIGTERM).`
 
 type cli struct {
 	NATS   natsconn.Options `embed:""`
@@ -66,15 +76,15 @@ func main() {
 	var c cli
 	k := kong.Parse(&c,
 		kong.Name("publisher"),
-		kong.Description("Drive flowguard: deploy workflows, run them, watch events, read state."),
+		kong.Description("Drive flowguard: deploy workflows, run them, watch events, read state.\n\n"+exitCodes),
 		kong.UsageOnError(),
 	)
 	os.Exit(run(k, &c))
 }
 
 func run(k *kong.Context, c *cli) int {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, interrupted := withSignals(context.Background())
+	defer interrupted(nil)
 	if c.NATS.URL == "" {
 		c.NATS.URL = nats.DefaultURL
 	}
@@ -90,7 +100,10 @@ func run(k *kong.Context, c *cli) int {
 		}))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "publisher:", err)
-		return exitFailed
+		if natsconn.Refused(err) {
+			return exitRefused
+		}
+		return exitConnection
 	}
 	defer nc.Close()
 	cl, err := client.New(nc, c.Prefix)
@@ -100,21 +113,53 @@ func run(k *kong.Context, c *cli) int {
 	}
 	err = k.Run(&env{ctx: ctx, client: cl, out: os.Stdout})
 	var ee *exitError
+	var sig signalError
 	switch {
+	case errors.As(context.Cause(ctx), &sig):
+		fmt.Fprintln(os.Stderr, "publisher:", sig)
+		return exitSignal + int(sig.Signal)
 	case err == nil:
 		return exitOK
 	case errors.Is(context.Cause(ctx), nats.ErrPermissionViolation):
-		fmt.Fprintf(os.Stderr, "publisher: %v: this NATS user may not do that; use the credentials of a role that may (README.md, Roles)\n", context.Cause(ctx))
-		return exitFailed
+		fmt.Fprintf(os.Stderr, "publisher: %v: this NATS user may not do that; use the credentials of a role that may (docs/clusters.md, Roles)\n", context.Cause(ctx))
+		return exitRefused
 	case errors.As(err, &ee):
 		if ee.msg != "" {
 			fmt.Fprintln(os.Stderr, "publisher:", ee.msg)
 		}
 		return ee.code
-	case errors.Is(err, context.Canceled):
-		return exitFailed
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrNoServers), errors.Is(err, nats.ErrDisconnected):
+		fmt.Fprintln(os.Stderr, "publisher: lost the connection to NATS:", err)
+		return exitConnection
 	default:
 		fmt.Fprintln(os.Stderr, "publisher:", err)
 		return exitFailed
 	}
+}
+
+// signalError is the cancellation cause of a command stopped by a signal.
+type signalError struct{ syscall.Signal }
+
+func (s signalError) Error() string {
+	if s.Signal == syscall.SIGINT {
+		return "interrupted"
+	}
+	return "stopped by " + s.Signal.String()
+}
+
+// withSignals returns a context cancelled, with a signalError cause, on SIGINT or
+// SIGTERM.
+func withSignals(parent context.Context) (context.Context, context.CancelCauseFunc) {
+	ctx, cancel := context.WithCancelCause(parent)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		defer signal.Stop(sigs)
+		select {
+		case s := <-sigs:
+			cancel(signalError{s.(syscall.Signal)})
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
 }

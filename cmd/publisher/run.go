@@ -10,6 +10,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/client"
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/kvstate"
 )
 
 type runCmd struct {
@@ -22,7 +23,7 @@ type runCmd struct {
 	CorrelationID string        `help:"Correlation id (default: made by the worker)."`
 	NotAfter      time.Duration `help:"Reject the request if no worker starts it within this time, e.g. 5s."`
 	Inline        string        `help:"Send this workflow definition file inline instead of using the deployed one." type:"existingfile"`
-	Wait          bool          `help:"Follow the execution's events until it ends; the exit code tells how it ended (0 completed, 1 failed, 2 halted, 3 rejected, 4 timed out)."`
+	Wait          bool          `help:"Follow the execution's events until it ends; the exit code tells how it ended (0 completed, 1 failed, 2 halted, 3 rejected, 4 timed out; 5 a duplicate request id)."`
 	Timeout       time.Duration `help:"With --wait, how long to wait." default:"10m"`
 	JSON          bool          `help:"Print events as JSON lines."`
 }
@@ -32,9 +33,13 @@ func (c *runCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	execID, err := e.client.Submit(e.ctx, req)
+	sent, err := e.client.Send(e.ctx, req)
 	if err != nil {
 		return err
+	}
+	execID := sent.ExecutionID
+	if sent.Duplicate {
+		return duplicate(e, req.WorkflowID, execID)
 	}
 	if !c.Wait {
 		fmt.Fprintf(e.out, "published request %s for workflow %s; follow it with: publisher events --execution %s --replay\n", execID, req.WorkflowID, execID)
@@ -58,6 +63,24 @@ func (c *runCmd) Run(e *env) error {
 		return err
 	}
 	return exitFor(last)
+}
+
+// duplicate reports a request id already published for the workflow: the stream
+// did not store it again, and it will not run again.
+func duplicate(e *env, workflowID, execID string) error {
+	state := "not started yet"
+	st, err := e.client.Status(e.ctx, workflowID, execID)
+	switch {
+	case err == nil:
+		state = st.Status
+		if st.Error != nil {
+			state += " (" + st.Error.Kind + ": " + st.Error.Message + ")"
+		}
+	case !errors.Is(err, kvstate.ErrNotFound):
+		return err
+	}
+	return &exitError{code: exitDuplicate, msg: fmt.Sprintf("request %s was already published for workflow %s and is not run again; its execution is %s (see: publisher status %s); publish with another --request-id to run it again",
+		execID, workflowID, state, execID)}
 }
 
 // exitFor maps a terminal event to the exit code and message of run --wait.

@@ -1,5 +1,5 @@
 // Command worker runs a flowguard worker. With no NATS URL it starts an embedded
-// NATS server with JetStream; see README.md.
+// NATS server with JetStream; see docs/running.md.
 package main
 
 import (
@@ -35,6 +35,8 @@ type cli struct {
 	Listen     string           `help:"Address of the embedded NATS server, used when no --nats-url is given." default:"127.0.0.1:4222" env:"FLOWGUARD_LISTEN"`
 	DataDir    string           `help:"Data directory of the embedded NATS server." default:"./data" env:"FLOWGUARD_DATA_DIR" type:"path"`
 	SyncAlways bool             `help:"Embedded server: fsync every write before acknowledging it (slower; survives power loss)." env:"FLOWGUARD_SYNC_ALWAYS"`
+
+	ConnectTimeout time.Duration `help:"At start, how long to wait for a NATS server that answers and a ready JetStream (a cluster forming); 0 waits forever." default:"0s" env:"FLOWGUARD_CONNECT_TIMEOUT"`
 
 	WorkerID          string          `help:"Name of this worker in status documents and logs (default: host-pid)." env:"FLOWGUARD_WORKER_ID"`
 	Prefix            string          `help:"Subject prefix." default:"flow" env:"FLOWGUARD_PREFIX"`
@@ -73,6 +75,8 @@ type cli struct {
 	InlineWorkflows  bool          `help:"Run workflow definitions sent inline in requests; they run with the worker's NATS rights and network reach. With --inline-workflows=false, only deployed workflows run." default:"true" negatable:"" env:"FLOWGUARD_INLINE_WORKFLOWS"`
 
 	Log logging.Options `embed:""`
+
+	Check bool `help:"Check the deployment instead of running: connect, verify the streams, buckets, consumer settings and this user's rights against what this version needs, print what is wrong and how to fix it; exit 1 when something is." env:"FLOWGUARD_CHECK"`
 }
 
 func main() {
@@ -105,7 +109,7 @@ func run(c cli) error {
 		}
 	}
 	w, err := worker.New(worker.Config{
-		NATS: c.NATS, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
+		NATS: c.NATS, ConnectTimeout: c.ConnectTimeout, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
 		WorkerID: c.WorkerID, Prefix: c.Prefix,
 		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes, MaxOutputBytes: c.MaxOutputBytes,
 		RefuseInlineWorkflows: !c.InlineWorkflows,
@@ -136,6 +140,9 @@ func run(c cli) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if c.Check {
+		return w.Check(ctx, os.Stdout)
+	}
 	go func() {
 		<-ctx.Done()
 		stop() // a second signal terminates at once

@@ -89,29 +89,47 @@ func NewRequestID() string {
 }
 
 // Submit publishes a request, giving it a request id when it has none, and returns
-// the execution id (the request id). Nats-Msg-Id is the request id, so a retried
-// submit is stored once.
+// the execution id (the request id). A republished request (see Send) is not an
+// error.
 func (c *Client) Submit(ctx context.Context, req *contract.Request) (string, error) {
+	sent, err := c.Send(ctx, req)
+	return sent.ExecutionID, err
+}
+
+// Sent is what the stream said of a published request.
+type Sent struct {
+	// ExecutionID is the request id, the execution's id.
+	ExecutionID string
+	// Duplicate is true when the stream already held a request with this workflow
+	// and request id (within its duplicate window), and did not store this one.
+	Duplicate bool
+}
+
+// Send publishes a request, giving it a request id when it has none. Its
+// Nats-Msg-Id is <workflow_id>.<request_id>, so a request republished within the
+// stream's duplicate window is stored once, and Sent says so.
+func (c *Client) Send(ctx context.Context, req *contract.Request) (Sent, error) {
 	if req.RequestID == "" {
 		req.RequestID = NewRequestID()
 	}
 	data, err := json.Marshal(req)
 	if err != nil {
-		return "", err
+		return Sent{}, err
 	}
 	if err := schemas.ValidateJSON(schemas.ExecutionRequest, data); err != nil {
-		return "", fmt.Errorf("request %w", err)
+		return Sent{}, fmt.Errorf("request %w", err)
 	}
 	msg := nats.NewMsg(c.subjects.Exec(req.WorkflowID))
 	msg.Data = data
-	msg.Header.Set(jetstream.MsgIDHeader, req.RequestID)
+	msg.Header.Set(jetstream.MsgIDHeader, contract.RequestMsgID(req.WorkflowID, req.RequestID))
 	if req.CorrelationID != "" {
 		msg.Header.Set(contract.HeaderCorrelationID, req.CorrelationID)
 	}
-	if _, err := c.js.PublishMsg(ctx, msg); err != nil {
-		return "", c.publishError(err)
+	ack, err := c.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return Sent{}, c.publishError(err)
 	}
-	return req.RequestID, nil
+	return Sent{ExecutionID: req.RequestID, Duplicate: ack.Duplicate}, nil
 }
 
 // Filter selects events; empty fields match anything.

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -137,25 +138,38 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// ServerConfig is the JetStream consumer configuration. The server does not bound
-// deliveries: the handler dead-letters a message past MaxDeliver, and a message
-// whose handler fails to settle it is delivered again rather than left behind.
+// MetaMaxDeliver is the consumer metadata key holding the workers' max deliver:
+// the server's own bound is off, so the workers' value is stored beside it.
+const MetaMaxDeliver = "flowguard_max_deliver"
+
+// ServerConfig is the JetStream consumer configuration, as the server stores it.
+// The server does not bound deliveries: the handler dead-letters a message past
+// MaxDeliver (kept in the metadata), and a message whose handler fails to settle it
+// is delivered again rather than left behind. With a redelivery backoff, the
+// server takes its first step as the ack wait.
 func (c Config) ServerConfig() jetstream.ConsumerConfig {
+	ackWait := c.AckWait
+	if len(c.BackOff) > 0 {
+		ackWait = c.BackOff[0]
+	}
 	return jetstream.ConsumerConfig{
 		Durable:       c.Durable,
 		Description:   "flowguard workers share this consumer",
 		FilterSubject: c.FilterSubject,
 		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.AckWait,
+		AckWait:       ackWait,
 		MaxDeliver:    -1,
 		BackOff:       c.BackOff,
 		MaxAckPending: c.MaxAckPending,
 		DeliverPolicy: jetstream.DeliverAllPolicy,
+		Metadata:      map[string]string{MetaMaxDeliver: strconv.Itoa(c.MaxDeliver)},
 	}
 }
 
-// conflicts lists how an existing consumer's settings differ from this worker's.
-func (c Config) conflicts(have jetstream.ConsumerConfig) []string {
+// Conflicts lists how a consumer's configuration, as the server stores it, differs
+// from what this worker needs, each with the flag that sets it. A consumer made by
+// an earlier version holds no max deliver, which is then not compared.
+func (c Config) Conflicts(have jetstream.ConsumerConfig) []string {
 	want := c.ServerConfig()
 	var diffs []string
 	diff := func(field string, have, want any) {
@@ -163,9 +177,14 @@ func (c Config) conflicts(have jetstream.ConsumerConfig) []string {
 			diffs = append(diffs, fmt.Sprintf("%s is %v, this worker's is %v", field, have, want))
 		}
 	}
-	diff("ack wait", have.AckWait, want.AckWait)
-	diff("redelivery backoff", have.BackOff, want.BackOff)
-	diff("max deliver", have.MaxDeliver, want.MaxDeliver)
+	if len(c.BackOff) == 0 {
+		diff("ack wait (--ack-wait)", have.AckWait, want.AckWait)
+	}
+	diff("redelivery backoff (--redelivery-backoff)", have.BackOff, want.BackOff)
+	if stored, ok := have.Metadata[MetaMaxDeliver]; ok {
+		diff("max deliver (--max-deliver)", stored, want.Metadata[MetaMaxDeliver])
+	}
+	diff("server max deliver", have.MaxDeliver, want.MaxDeliver)
 	diff("filter subject", have.FilterSubject, want.FilterSubject)
 	diff("ack policy", have.AckPolicy, want.AckPolicy)
 	return diffs
@@ -253,7 +272,7 @@ func (c *Consumer) bind(ctx context.Context) (jetstream.Consumer, error) {
 		}
 	}
 	if err == nil {
-		if diffs := c.cfg.conflicts(cons.CachedInfo().Config); len(diffs) > 0 {
+		if diffs := c.cfg.Conflicts(cons.CachedInfo().Config); len(diffs) > 0 {
 			err = fmt.Errorf("%w: %s; start this worker with the settings of the others, or change them for all "+
 				"(nats consumer edit %s %s, or delete the consumer while no worker runs)",
 				ErrConflict, strings.Join(diffs, "; "), c.cfg.Stream, c.cfg.Durable)

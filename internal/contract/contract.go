@@ -1,6 +1,6 @@
 // Package contract holds flowguard's public contract: subjects, stream and bucket
 // names, headers, identifiers and the messages exchanged with users. It has no
-// behaviour beyond naming, decoding and validating; see ../shared/DESIGN.md.
+// behaviour beyond naming, decoding and validating; docs/contract.md describes it.
 package contract
 
 import (
@@ -9,6 +9,11 @@ import (
 	"regexp"
 	"strings"
 )
+
+// Version is the version of the contract this code speaks (docs/contract.md). Workers
+// publish it in their micro service metadata and in every event, so that a fleet
+// running two versions during an upgrade can be noticed.
+const Version = "2"
 
 // Stream and bucket names.
 const (
@@ -40,6 +45,10 @@ func ValidTraceparent(v string) bool {
 	return traceparentPattern.MatchString(v) && v[:2] != "ff" &&
 		v[3:35] != "00000000000000000000000000000000" && v[36:52] != "0000000000000000"
 }
+
+// RequestMsgID is the Nats-Msg-Id of an execution request: the stream stores a
+// request once per workflow and request id within its duplicate window.
+func RequestMsgID(workflowID, requestID string) string { return workflowID + "." + requestID }
 
 // NoBot is the bot_id token of a request that names no bot.
 const NoBot = "_"

@@ -42,7 +42,9 @@ func IsTerminalEvent(eventType string) bool {
 
 // Event is a lifecycle event.
 type Event struct {
-	Type            string         `json:"type"`
+	Type string `json:"type"`
+	// ContractVersion is the contract version of the worker that published the event.
+	ContractVersion string         `json:"contract_version"`
 	EventID         string         `json:"event_id"`
 	Seq             uint64         `json:"seq"`
 	Time            time.Time      `json:"time"`

@@ -90,11 +90,12 @@ func (o *Owner) build(ev contract.Event) contract.Event {
 }
 
 // NewEvent fills ev with the execution's identity, its sequence, its id (see
-// EventID) and the time.
+// EventID), the contract version and the time.
 func NewEvent(id Identity, claim, seq uint64, ev contract.Event) contract.Event {
 	ev.WorkflowID, ev.WorkflowVersion, ev.BotID, ev.StrategyID = id.WorkflowID, id.WorkflowVersion, id.BotID, id.StrategyID
 	ev.ExecutionID, ev.CorrelationID, ev.RequestID, ev.Traceparent = id.ExecutionID, id.CorrelationID, id.RequestID, id.Traceparent
 	ev.Seq = seq
+	ev.ContractVersion = contract.Version
 	ev.EventID = EventID(id.ExecutionID, claim, seq)
 	ev.Time = time.Now().UTC()
 	return ev

@@ -3,15 +3,22 @@
 package natsconn
 
 import (
+	"context"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"net"
+	"net/url"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
+
+	"github.com/flowguard/flowguard/internal/resilience"
 )
 
 // Options say where and as whom to connect. Set at most one of user and password,
@@ -88,7 +95,7 @@ func Connect(o Options, name string, log zerolog.Logger, extra ...nats.Option) (
 		}),
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			if errors.Is(err, nats.ErrPermissionViolation) {
-				log.Error().Err(err).Msg("the NATS server refused an operation: this user lacks a permission; give it the permissions of its role (README.md, Roles)")
+				log.Error().Err(err).Msg("the NATS server refused an operation: this user lacks a permission; give it the permissions of its role (docs/clusters.md, Roles)")
 				return
 			}
 			ev := log.Warn().Err(err)
@@ -123,6 +130,60 @@ func Connect(o Options, name string, log zerolog.Logger, extra ...nats.Option) (
 		return nil, fmt.Errorf("connect to NATS at %s: %w", o.URL, explain(o, err))
 	}
 	return nc, nil
+}
+
+// waitLogInterval is how often Wait says what it waits for.
+const waitLogInterval = 5 * time.Second
+
+// Wait connects like Connect, but when no server answers yet (not started, a name
+// that does not resolve yet, a cluster still starting) it tries again with backoff
+// until one does or ctx ends, logging what it waits for every few seconds. Other
+// failures (refused credentials, TLS) are returned at once: waiting cannot fix them.
+func Wait(ctx context.Context, o Options, name string, log zerolog.Logger, extra ...nats.Option) (*nats.Conn, error) {
+	var nc *nats.Conn
+	var logged time.Duration
+	err := resilience.WaitIO(ctx, Unreachable, func(err error, waited time.Duration) {
+		if logged == 0 || waited-logged >= waitLogInterval {
+			logged = max(waited, time.Nanosecond)
+			log.Warn().Err(err).Str("nats_url", redact(o.URL)).Dur("waited", waited.Round(time.Second)).Msg("waiting for the NATS server")
+		}
+	}, func(context.Context) error {
+		var err error
+		nc, err = Connect(o, name, log, extra...)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return nc, nil
+}
+
+// Unreachable reports whether a connection failed because no server answered:
+// worth trying again later.
+func Unreachable(err error) bool {
+	var dns *net.DNSError
+	var op *net.OpError
+	return errors.Is(err, nats.ErrNoServers) || errors.As(err, &dns) ||
+		(errors.As(err, &op) && op.Op == "dial") || errors.Is(err, io.EOF) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
+}
+
+// Refused reports whether a connection failed because the server refused the
+// credentials given (or their absence), rather than because it could not be reached.
+func Refused(err error) bool {
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired)
+}
+
+// redact hides the passwords of URLs written as nats://user:password@host.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
 }
 
 // explain adds to a connection error what to do about it.

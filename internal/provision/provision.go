@@ -170,29 +170,11 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (*Buckets, er
 		}
 	}
 	var b Buckets
-	if b.State, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: contract.BucketState, Description: "flowguard execution state",
-		TTL: c.StateTTL, History: 1, Replicas: c.Replicas, Storage: jetstream.FileStorage,
-	}); err != nil {
-		return nil, err
-	}
-	if b.Workflows, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: contract.BucketWorkflows, Description: "flowguard workflow definitions; the revision is the version",
-		History: WorkflowHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
-	}); err != nil {
-		return nil, err
-	}
-	if b.Risk, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: contract.BucketRisk, Description: "flowguard risk limits and metrics",
-		History: riskHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
-	}); err != nil {
-		return nil, err
-	}
-	if b.Breakers, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: contract.BucketBreakers, Description: "flowguard circuit breakers: operators' orders and shared states, by provider",
-		History: breakersHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
-	}); err != nil {
-		return nil, err
+	kvs := []*jetstream.KeyValue{&b.State, &b.Workflows, &b.Risk, &b.Breakers}
+	for i, bc := range BucketConfigs(c) {
+		if *kvs[i], err = ensureBucket(ctx, js, bc); err != nil {
+			return nil, err
+		}
 	}
 	if b.RateLimits, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
 		Bucket: contract.BucketRateLimits, Description: "flowguard rate limits: providers' budgets and pauses",
@@ -201,6 +183,29 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (*Buckets, er
 		return nil, err
 	}
 	return &b, nil
+}
+
+// BucketConfigs returns the bucket configurations of the contract: state,
+// workflows, risk and breakers, in that order.
+func BucketConfigs(c Config) []jetstream.KeyValueConfig {
+	return []jetstream.KeyValueConfig{
+		{
+			Bucket: contract.BucketState, Description: "flowguard execution state",
+			TTL: c.StateTTL, History: 1, Replicas: c.Replicas, Storage: jetstream.FileStorage,
+		},
+		{
+			Bucket: contract.BucketWorkflows, Description: "flowguard workflow definitions; the revision is the version",
+			History: WorkflowHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
+		},
+		{
+			Bucket: contract.BucketRisk, Description: "flowguard risk limits and metrics",
+			History: riskHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
+		},
+		{
+			Bucket: contract.BucketBreakers, Description: "flowguard circuit breakers: operators' orders and shared states, by provider",
+			History: breakersHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
+		},
+	}
 }
 
 func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.StreamConfig) error {
@@ -215,7 +220,21 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	if err != nil {
 		return fmt.Errorf("read stream %s: %w", want.Name, err)
 	}
-	have := s.CachedInfo().Config
+	diffs := streamDiffs(s.CachedInfo().Config, want)
+	if len(diffs) == 0 {
+		return nil // differs only in settings flowguard does not depend on
+	}
+	return fmt.Errorf("%w: stream %s: %s; flowguard does not change an existing stream: %s",
+		ErrConflict, want.Name, strings.Join(diffs, "; "), streamFix(want.Name))
+}
+
+func streamFix(name string) string {
+	return fmt.Sprintf("start the worker with settings that match it, or edit the stream (nats stream edit %s) "+
+		"or remove it (nats stream rm %s) if it holds nothing you need", name, name)
+}
+
+// streamDiffs lists the settings flowguard depends on where have differs from want.
+func streamDiffs(have, want jetstream.StreamConfig) []string {
 	var diffs []string
 	diff := func(field string, have, want any) {
 		if fmt.Sprint(have) != fmt.Sprint(want) {
@@ -228,13 +247,13 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, want jetstream.St
 	diff("replicas", have.Replicas, want.Replicas)
 	diff("max age", have.MaxAge, want.MaxAge)
 	diff("duplicate window", have.Duplicates, want.Duplicates)
-	if len(diffs) == 0 {
-		return nil // differs only in settings flowguard does not depend on
+	if want.DenyDelete && !have.DenyDelete {
+		diffs = append(diffs, "deny delete is off, flowguard wants it on")
 	}
-	return fmt.Errorf("%w: stream %s: %s; flowguard does not change an existing stream: "+
-		"start the worker with settings that match it, or edit the stream (nats stream edit %s) "+
-		"or remove it (nats stream rm %s) if it holds nothing you need",
-		ErrConflict, want.Name, strings.Join(diffs, "; "), want.Name, want.Name)
+	if want.DenyPurge && !have.DenyPurge {
+		diffs = append(diffs, "deny purge is off, flowguard wants it on")
+	}
+	return diffs
 }
 
 func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
@@ -253,7 +272,20 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.Ke
 	if err != nil {
 		return nil, fmt.Errorf("read bucket %s: %w", want.Bucket, err)
 	}
-	have := st.(*jetstream.KeyValueBucketStatus).Config()
+	diffs := bucketDiffs(st.(*jetstream.KeyValueBucketStatus).Config(), want)
+	if len(diffs) == 0 {
+		return kv, nil
+	}
+	return nil, fmt.Errorf("%w: bucket %s: %s; flowguard does not change an existing bucket: %s",
+		ErrConflict, want.Bucket, strings.Join(diffs, "; "), bucketFix(want.Bucket))
+}
+
+func bucketFix(name string) string {
+	return fmt.Sprintf("start the worker with settings that match it, or edit the bucket (nats kv edit %s)", name)
+}
+
+// bucketDiffs lists the settings flowguard depends on where have differs from want.
+func bucketDiffs(have, want jetstream.KeyValueConfig) []string {
 	var diffs []string
 	if have.TTL != want.TTL {
 		diffs = append(diffs, fmt.Sprintf("TTL is %s, flowguard wants %s", have.TTL, want.TTL))
@@ -264,12 +296,65 @@ func ensureBucket(ctx context.Context, js jetstream.JetStream, want jetstream.Ke
 	if have.Replicas != want.Replicas {
 		diffs = append(diffs, fmt.Sprintf("replicas is %d, flowguard wants %d", have.Replicas, want.Replicas))
 	}
-	if len(diffs) == 0 {
-		return kv, nil
+	return diffs
+}
+
+// Finding is the outcome of checking one stream, bucket or right.
+type Finding struct {
+	// What was checked, e.g. "stream FLOW_EXEC".
+	What string
+	// Problem is empty when all is well; else what is wrong.
+	Problem string
+	// Fix says what to do about the problem; with no problem, a note.
+	Fix string
+}
+
+// Inspect checks, without changing anything, that every stream and bucket
+// either is missing (a worker creates it) or has the settings this version needs.
+func Inspect(ctx context.Context, js jetstream.JetStream, c Config) ([]Finding, error) {
+	if err := c.Validate(); err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("%w: bucket %s: %s; flowguard does not change an existing bucket: "+
-		"start the worker with settings that match it, or edit the bucket (nats kv edit %s)",
-		ErrConflict, want.Bucket, strings.Join(diffs, "; "), want.Bucket)
+	var out []Finding
+	_, execErr := js.Stream(ctx, contract.StreamExec)
+	for _, want := range Streams(c) {
+		want.Storage, want.Replicas = jetstream.FileStorage, c.Replicas
+		f := Finding{What: "stream " + want.Name}
+		s, err := js.Stream(ctx, want.Name)
+		switch {
+		case errors.Is(err, jetstream.ErrStreamNotFound) && want.Name == contract.StreamEmergency && execErr == nil:
+			f.Problem, f.Fix = ErrEmergencyMissing.Error(), "publisher emergency init --reason ..."
+		case errors.Is(err, jetstream.ErrStreamNotFound):
+			f.Fix = "missing: a worker creates it when it starts"
+		case err != nil:
+			f.Problem, f.Fix = "cannot read it: "+err.Error(), "check the user's permissions ($JS.API.STREAM.INFO."+want.Name+") and that JetStream is enabled for the account"
+		default:
+			if diffs := streamDiffs(s.CachedInfo().Config, want); len(diffs) > 0 {
+				f.Problem, f.Fix = strings.Join(diffs, "; "), streamFix(want.Name)
+			}
+		}
+		out = append(out, f)
+	}
+	for _, want := range BucketConfigs(c) {
+		f := Finding{What: "bucket " + want.Bucket}
+		kv, err := js.KeyValue(ctx, want.Bucket)
+		var st jetstream.KeyValueStatus
+		if err == nil {
+			st, err = kv.Status(ctx)
+		}
+		switch {
+		case errors.Is(err, jetstream.ErrBucketNotFound):
+			f.Fix = "missing: a worker creates it when it starts"
+		case err != nil:
+			f.Problem, f.Fix = "cannot read it: "+err.Error(), "check the user's permissions ($JS.API.STREAM.INFO.KV_"+want.Bucket+")"
+		default:
+			if diffs := bucketDiffs(st.(*jetstream.KeyValueBucketStatus).Config(), want); len(diffs) > 0 {
+				f.Problem, f.Fix = strings.Join(diffs, "; "), bucketFix(want.Bucket)
+			}
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // hint explains the usual causes of a failed create in a cluster.

@@ -61,7 +61,7 @@ const (
 // Profiles lists the profile names, in order of strictness.
 func Profiles() []string { return []string{Development, Staging, Production} }
 
-// Profile returns the settings of a named profile (see DESIGN.md, Resilience).
+// Profile returns the settings of a named profile (see docs/contract.md, Resilience profiles).
 func Profile(name string) (Settings, error) {
 	s := Settings{
 		Timeout: DefaultTimeout,

@@ -35,6 +35,10 @@ type Config struct {
 	WorkerID string
 	Prefix   string
 
+	// ConnectTimeout bounds the wait at start for a NATS server that answers and a
+	// JetStream that is ready (a cluster forming); 0 waits forever.
+	ConnectTimeout time.Duration
+
 	Consumer  consumer.Config
 	Provision provision.Config
 
@@ -75,7 +79,7 @@ type Config struct {
 	RoundTrips execution.Observer
 }
 
-// ResilienceConfig tunes the calls of provider nodes (see DESIGN.md, Resilience).
+// ResilienceConfig tunes the calls of provider nodes (see docs/contract.md, Resilience profiles).
 type ResilienceConfig struct {
 	// Profile names the defaults: development (the default), staging or production.
 	Profile string
@@ -113,6 +117,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Prefix == "" {
 		c.Prefix = contract.DefaultPrefix
+	}
+	if c.ConnectTimeout < 0 {
+		return fmt.Errorf("connect timeout must not be negative (0 waits forever), got %s", c.ConnectTimeout)
 	}
 	if err := contract.CheckID("prefix", c.Prefix); err != nil {
 		return err

@@ -43,7 +43,7 @@ type delivery struct {
 	statusRev uint64
 }
 
-// handle runs one request from receipt to acknowledgement; see DESIGN.md, Delivery.
+// handle runs one request from receipt to acknowledgement; see docs/contract.md, Guarantees.
 func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome {
 	meta, err := msg.Metadata()
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
 
+	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/metrics"
 )
@@ -43,7 +44,7 @@ func (w *Worker) registerService(nc *nats.Conn) (micro.Service, error) {
 		Name:         ServiceName,
 		Version:      w.cfg.Version,
 		Description:  "flowguard worker: runs workflows from " + w.subjects.ExecAll(),
-		Metadata:     map[string]string{"worker_id": w.cfg.WorkerID, "prefix": w.cfg.Prefix, "concurrency": strconv.Itoa(w.cfg.Consumer.Concurrency)},
+		Metadata:     map[string]string{"contract_version": contract.Version, "worker_id": w.cfg.WorkerID, "prefix": w.cfg.Prefix, "concurrency": strconv.Itoa(w.cfg.Consumer.Concurrency)},
 		StatsHandler: func(*micro.Endpoint) any { return status() },
 	})
 	if err != nil {

@@ -126,9 +126,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		defer srv.Shutdown()
 		w.cfg.NATS.URL = srv.ClientURL()
 	}
-	nc, err := natsconn.Connect(w.cfg.NATS, "flowguard-worker "+w.cfg.WorkerID, w.log)
+	// Until the server answers and JetStream is ready, the worker waits, for at
+	// most the connect timeout: compose, systemd or Kubernetes may start it first.
+	startCtx, startDone := ctx, context.CancelFunc(func() {})
+	if w.cfg.ConnectTimeout > 0 {
+		startCtx, startDone = context.WithTimeout(ctx, w.cfg.ConnectTimeout)
+	}
+	defer startDone()
+	nc, err := natsconn.Wait(startCtx, w.cfg.NATS, "flowguard-worker "+w.cfg.WorkerID, w.log)
 	if err != nil {
-		return err
+		return w.startError(ctx, "connect to NATS", err)
 	}
 	defer nc.Close()
 	// The emergency controller, the risk watch, the breakers' sync and the HTTP
@@ -136,10 +143,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	// breaker changes are reported, while they finish.
 	bgCtx, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopBackground()
-	watch, err := w.setup(ctx, bgCtx, nc)
+	watch, err := w.setup(startCtx, bgCtx, nc)
 	if err != nil {
-		return err
+		return w.startError(ctx, "start", err)
 	}
+	startDone()
 	if err := w.consumer.Bind(ctx); err != nil {
 		return err
 	}
@@ -193,6 +201,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
+// waitLogInterval is how often a worker waiting at start says what it waits for.
+const waitLogInterval = 5 * time.Second
+
+// ErrConnectTimeout is matched by the error of a worker that found no ready NATS
+// server within its connect timeout.
+var ErrConnectTimeout = errors.New("no ready NATS server within the connect timeout")
+
+// startError explains a failed start: ctx ended (a signal: no error), the connect
+// timeout passed, or err itself.
+func (w *Worker) startError(ctx context.Context, what string, err error) error {
+	switch {
+	case ctx.Err() != nil:
+		w.log.Info().Msg("stopped before starting")
+		return nil
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%w (%s at %s): %w; start the server or check --nats-url, or raise --connect-timeout (0 waits forever)",
+			ErrConnectTimeout, w.cfg.ConnectTimeout, w.cfg.NATS.URL, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
+
 func (w *Worker) startEmbedded() (*server.Server, error) {
 	host, portText, err := net.SplitHostPort(w.cfg.Listen)
 	if err != nil {
@@ -228,11 +257,15 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	}
 	// A cluster that is forming, or electing a leader, does not answer yet.
 	var buckets *provision.Buckets
-	err = resilience.RetryIO(ctx, func(err error) bool { return !provision.Unavailable(err) }, func(ctx context.Context) error {
-		var err error
-		if buckets, err = provision.Ensure(ctx, js, w.cfg.Provision); provision.Unavailable(err) {
-			w.log.Warn().Err(err).Msg("JetStream not available yet, retrying")
+	var logged time.Duration
+	err = resilience.WaitIO(ctx, provision.Unavailable, func(err error, waited time.Duration) {
+		if logged == 0 || waited-logged >= waitLogInterval {
+			logged = max(waited, time.Nanosecond)
+			w.log.Warn().Err(err).Dur("waited", waited.Round(time.Second)).Msg("waiting for JetStream: in a cluster, a majority of the servers must be up and elect a leader")
 		}
+	}, func(ctx context.Context) error {
+		var err error
+		buckets, err = provision.Ensure(ctx, js, w.cfg.Provision)
 		return err
 	})
 	if err != nil {
