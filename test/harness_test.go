@@ -339,7 +339,7 @@ func (h *harness) redeliverAfterCrash(req *contract.Request, nodeID string) {
 		h.t.Fatal(err)
 	}
 	data, _ := json.Marshal(req)
-	if seq := h.publishRaw(contract.Subjects{Prefix: contract.DefaultPrefix}.Exec(req.WorkflowID), data, nil); seq != st.StreamSeq {
+	if seq := h.publishRaw(contract.Subjects{Prefix: contract.DefaultPrefix}.Exec(req.WorkflowID, req.BotID), data, nil); seq != st.StreamSeq {
 		h.t.Fatalf("request published at %d, expected %d", seq, st.StreamSeq)
 	}
 }

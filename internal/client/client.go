@@ -102,7 +102,7 @@ func (c *Client) Submit(ctx context.Context, req *contract.Request) (string, err
 	if err := schemas.ValidateJSON(schemas.ExecutionRequest, data); err != nil {
 		return "", fmt.Errorf("request %w", err)
 	}
-	msg := nats.NewMsg(c.subjects.Exec(req.WorkflowID))
+	msg := nats.NewMsg(c.subjects.Exec(req.WorkflowID, req.BotID))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, req.RequestID)
 	if req.CorrelationID != "" {

@@ -67,8 +67,31 @@ type Subjects struct{ Prefix string }
 // DefaultPrefix is the subject prefix of the contract.
 const DefaultPrefix = "flow"
 
-// Exec is the subject of execution requests for a workflow.
-func (s Subjects) Exec(workflowID string) string { return s.Prefix + ".exec." + workflowID }
+// Exec is the subject of a bot's execution requests for a workflow:
+// <prefix>.exec.<workflow_id>.<bot_id>, with NoBot for a request that names no bot.
+// The bot token is the request's identity: NATS permissions let a bot's
+// credentials publish only on its own token, and a worker refuses a request whose
+// bot_id disagrees with it.
+func (s Subjects) Exec(workflowID, botID string) string {
+	if botID == "" {
+		botID = NoBot
+	}
+	return s.Prefix + ".exec." + workflowID + "." + botID
+}
+
+// ParseExec returns the workflow and bot tokens of an execution request subject;
+// bot is NoBot for a request that names no bot. It fails for any other subject.
+func (s Subjects) ParseExec(subject string) (workflowID, botID string, err error) {
+	rest, ok := strings.CutPrefix(subject, s.Prefix+".exec.")
+	if ok {
+		workflowID, botID, ok = strings.Cut(rest, ".")
+	}
+	if !ok || CheckID("workflow_id", workflowID) != nil || CheckID("bot_id", botID) != nil {
+		return "", "", fmt.Errorf("%w: subject %q is not %s.exec.<workflow_id>.<bot_id>; publish to it, with %s as bot_id when the request names no bot",
+			ErrInvalidID, subject, s.Prefix, NoBot)
+	}
+	return workflowID, botID, nil
+}
 
 // ExecAll matches every execution request.
 func (s Subjects) ExecAll() string { return s.Prefix + ".exec.>" }

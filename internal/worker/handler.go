@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -50,8 +49,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 		return consumer.Outcome{Decision: consumer.Term, Reason: "not a JetStream message"}
 	}
 	d := &delivery{msg: msg, meta: meta}
-	d.workflowID = strings.TrimPrefix(msg.Subject(), w.subjects.Exec(""))
-	if contract.CheckID("workflow_id", d.workflowID) != nil {
+	d.workflowID, _, err = w.subjects.ParseExec(msg.Subject())
+	if err != nil {
 		d.workflowID = contract.NoBot // the subject cannot name a workflow; events need a valid token
 	}
 	d.executionID = w.fallbackExecutionID(meta)
@@ -65,7 +64,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 		return w.reject(w.logContext(ctx, d), d, contract.Reject(contract.KindOversized,
 			"request is %d bytes, more than the limit of %d; send large data by reference, or raise --max-request-bytes", n, w.cfg.MaxRequestBytes))
 	}
-	req, err := contract.DecodeRequest(d.workflowID, msg.Data())
+	req, err := w.subjects.DecodeRequest(msg.Subject(), msg.Data())
 	if err != nil {
 		var rej *contract.Rejection
 		errors.As(err, &rej)
