@@ -232,7 +232,7 @@ func TestTwoWorkersShareRequestsEachExecutedOnce(t *testing.T) {
 
 func TestBadInputIsDeadLetteredAndTheWorkerGoesOn(t *testing.T) {
 	h := newHarness(t)
-	h.startWorker("w1", func(c *worker.Config) { c.MaxRequestBytes = 2048 })
+	h.startWorker("w1", func(c *worker.Config) { c.MaxRequestBytes, c.Inline.Enabled = 2048, true })
 	h.deploy(twoStepWorkflow)
 
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -16,7 +17,7 @@ import (
 // desk) is refused, written out or rendered from the inputs.
 func TestNATSRequestCannotReachTheWorkersOwnSubjects(t *testing.T) {
 	h := newHarness(t)
-	h.startWorker("w1", func(c *worker.Config) { c.Prefix = "desk" })
+	h.startWorker("w1", func(c *worker.Config) { c.Prefix, c.Inline.Enabled = "desk", true })
 	desk, err := client.New(h.nc, "desk")
 	if err != nil {
 		t.Fatal(err)
@@ -55,9 +56,11 @@ func (h *harness) submitWith(c *client.Client, req *contract.Request) string {
 	return id
 }
 
-func TestWorkerCanRefuseInlineWorkflows(t *testing.T) {
+// Inline workflows are off by default; turned on, an inline definition still may
+// not place orders, write risk metrics or read secrets unless each is allowed.
+func TestInlineWorkflowsAreOffByDefault(t *testing.T) {
 	h := newHarness(t)
-	h.startWorker("w1", func(c *worker.Config) { c.RefuseInlineWorkflows = true })
+	stop := h.startWorker("w1", nil)
 	h.deploy(quickWorkflow)
 
 	id := h.submit(&contract.Request{WorkflowID: "quick", Workflow: []byte(quickWorkflow)})
@@ -69,5 +72,47 @@ func TestWorkerCanRefuseInlineWorkflows(t *testing.T) {
 	id = h.submit(&contract.Request{WorkflowID: "quick"})
 	if st := h.waitStatus("quick", id, 10*time.Second); st.Status != contract.StatusCompleted {
 		t.Errorf("deployed workflow: %s %+v", st.Status, st.Error)
+	}
+	stop()
+
+	t.Setenv("INLINE_TEST_KEY", "k-123")
+	h.startWorker("w2", func(c *worker.Config) {
+		c.Inline.Enabled = true
+		c.Resilience.SecretEnv = []string{"INLINE_TEST_KEY"}
+	})
+	cases := []struct{ name, def, flag string }{
+		{"order", `{"id": "inl-order", "nodes": [{"id": "buy", "type": "order", "config": {"symbol": "'X'", "side": "'buy'", "quantity": "1"}}]}`, "--inline-allow-order"},
+		{"risk_update", `{"id": "inl-risk", "nodes": [{"id": "pnl", "type": "risk_update", "config": {"pnl": "-1e9"}}]}`, "--inline-allow-risk-update"},
+		{"secret", `{"id": "inl-secret", "nodes": [{"id": "t", "type": "transform", "config": {"outputs": {"k": "'${env:INLINE_TEST_KEY}'"}}}]}`, "--inline-allow-secrets"},
+	}
+	for _, tc := range cases {
+		var def struct{ ID string }
+		_ = json.Unmarshal([]byte(tc.def), &def)
+		id := h.submit(&contract.Request{WorkflowID: def.ID, BotID: "b1", Workflow: []byte(tc.def)})
+		st := h.waitStatus(def.ID, id, 10*time.Second)
+		if st.Error == nil || st.Error.Kind != contract.KindInvalidRequest || !strings.Contains(st.Error.Message, tc.flag) {
+			t.Errorf("%s: %s %+v, want rejected as invalid_request naming %s", tc.name, st.Status, st.Error, tc.flag)
+		}
+	}
+	if st, err := h.client.Risk(h.ctx); err != nil || len(st.Metrics) != 0 {
+		t.Errorf("an inline workflow wrote metrics: %+v %v", st, err)
+	}
+	if n := len(h.messages(contract.StreamOrders, "flow.orders.>")); n != 0 {
+		t.Errorf("an inline workflow placed %d orders", n)
+	}
+}
+
+// A bot's credentials cannot run an inline workflow on a worker started with the
+// defaults, even one that only computes.
+func TestBotCannotRunAnInlineWorkflowByDefault(t *testing.T) {
+	srv := rolesServer(t)
+	h := harnessOn(t, connectAs(t, srv.URL(), "operator"))
+	h.srv = srv
+	h.startWorker("w1", asWorker(srv.URL()))
+	bot := harnessOn(t, connectAs(t, srv.URL(), "b1"))
+	id := bot.submit(&contract.Request{WorkflowID: "quick", BotID: "b1", Workflow: []byte(quickWorkflow)})
+	st := h.waitStatus("quick", id, 10*time.Second)
+	if st.Error == nil || st.Error.Kind != contract.KindInvalidRequest || !strings.Contains(st.Error.Message, "--inline-workflows") {
+		t.Errorf("bot's inline request: %s %+v, want rejected as invalid_request", st.Status, st.Error)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natsconn"
+	"github.com/flowguard/flowguard/internal/policy"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/resilience"
 )
@@ -54,10 +55,10 @@ type Config struct {
 	MaxRequestBytes int
 	// MaxParallelNodes bounds the nodes of one execution that run at once.
 	MaxParallelNodes int
-	// RefuseInlineWorkflows rejects requests that carry a workflow definition
-	// (invalid_request): only deployed workflows run. An inline workflow runs with
-	// the worker's NATS rights and network reach.
-	RefuseInlineWorkflows bool
+	// Inline says whether requests may carry their workflow definition, and what
+	// such a definition may do; the zero value refuses them (invalid_request): only
+	// deployed workflows run.
+	Inline policy.Inline
 
 	Resilience ResilienceConfig
 }
@@ -119,6 +120,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxParallelNodes < 0 {
 		return fmt.Errorf("max parallel nodes must not be negative, got %d", c.MaxParallelNodes)
+	}
+	if err := c.Inline.Validate(); err != nil {
+		return err
 	}
 	if c.EmergencyStaleness == 0 {
 		c.EmergencyStaleness = emergency.DefaultStaleness

@@ -285,14 +285,10 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 	return consumer.Outcome{Decision: consumer.Ack}
 }
 
-// plan compiles the request's inline workflow, unless this worker refuses them, or
-// loads the deployed one.
+// plan compiles the request's inline workflow, if this worker's policy lets it
+// run, or loads the deployed one.
 func (w *Worker) plan(ctx context.Context, req *contract.Request, version uint64) (*executor.Plan, error) {
 	if len(req.Workflow) > 0 {
-		if w.cfg.RefuseInlineWorkflows {
-			return nil, contract.Reject(contract.KindInvalidRequest,
-				"inline workflow definitions are disabled on this worker (--inline-workflows=false): deploy workflow %q (publisher deploy FILE) and send the request without its workflow field", req.WorkflowID)
-		}
 		return w.plans.inline(req.Workflow, req.WorkflowID)
 	}
 	return w.plans.deployed(ctx, req.WorkflowID, version)

@@ -10,6 +10,7 @@ import (
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/policy"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
@@ -21,6 +22,7 @@ const maxCachedPlans = 1024
 type plans struct {
 	store    *kvstate.Store
 	registry *nodes.Registry
+	inlined  policy.Inline
 
 	mu    sync.Mutex
 	cache map[planKey]*executor.Plan
@@ -31,8 +33,8 @@ type planKey struct {
 	version uint64
 }
 
-func newPlans(store *kvstate.Store, registry *nodes.Registry) *plans {
-	return &plans{store: store, registry: registry, cache: make(map[planKey]*executor.Plan)}
+func newPlans(store *kvstate.Store, registry *nodes.Registry, inlined policy.Inline) *plans {
+	return &plans{store: store, registry: registry, inlined: inlined, cache: make(map[planKey]*executor.Plan)}
 }
 
 // deployed returns the plan of a deployed workflow: its latest version when version
@@ -74,9 +76,20 @@ func (p *plans) deployed(ctx context.Context, id string, version uint64) (*execu
 	return plan, nil
 }
 
-// inline compiles a definition sent in the request.
+// inline compiles a definition sent in the request, if the worker's policy lets it
+// run; a refusal is an invalid_request *contract.Rejection.
 func (p *plans) inline(raw json.RawMessage, id string) (*executor.Plan, error) {
-	return p.compile(raw, id, 0)
+	def := &workflow.Definition{ID: id}
+	var err error
+	if p.inlined.Enabled {
+		if def, err = p.parse(raw, id); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.inlined.Check(def); err != nil {
+		return nil, contract.Reject(contract.KindInvalidRequest, "%v", err)
+	}
+	return p.compileDef(def, 0)
 }
 
 func (p *plans) cached(key planKey) *executor.Plan {
@@ -86,6 +99,14 @@ func (p *plans) cached(key planKey) *executor.Plan {
 }
 
 func (p *plans) compile(data []byte, id string, version uint64) (*executor.Plan, error) {
+	def, err := p.parse(data, id)
+	if err != nil {
+		return nil, err
+	}
+	return p.compileDef(def, version)
+}
+
+func (p *plans) parse(data []byte, id string) (*workflow.Definition, error) {
 	def, err := workflow.Parse(data)
 	if err != nil {
 		return nil, contract.Reject(contract.KindInvalidWorkflow, "%v", err)
@@ -94,6 +115,10 @@ func (p *plans) compile(data []byte, id string, version uint64) (*executor.Plan,
 		return nil, contract.Reject(contract.KindInvalidWorkflow,
 			"the definition's id %q differs from the requested workflow_id %q", def.ID, id)
 	}
+	return def, nil
+}
+
+func (p *plans) compileDef(def *workflow.Definition, version uint64) (*executor.Plan, error) {
 	runners, err := p.registry.Compile(def)
 	if err != nil {
 		return nil, contract.Reject(contract.KindInvalidWorkflow, "%v", err)

@@ -169,7 +169,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		Str("profile", w.cfg.Resilience.Profile).Dur("node_timeout", rs.Timeout).Int("retry_attempts", rs.Retry.MaxAttempts).
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
 		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
-		Strs("secret_env", w.secrets.Names()).Bool("inline_workflows", !w.cfg.RefuseInlineWorkflows).Msg("worker started")
+		Strs("secret_env", w.secrets.Names()).Bool("inline_workflows", w.cfg.Inline.Enabled).
+		Bool("inline_allow_order", w.cfg.Inline.Order).Bool("inline_allow_risk_update", w.cfg.Inline.RiskUpdate).
+		Bool("inline_allow_secrets", w.cfg.Inline.Secrets).Msg("worker started")
 	w.consumer.Run(ctx)
 	if derr := nc.Drain(); derr != nil && derr != nats.ErrConnectionClosed {
 		w.log.Warn().Err(derr).Msg("drain connection")
@@ -271,7 +273,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	registry.Register(nodes.TypeRiskUpdate, nodes.RiskUpdate{Metrics: w.risk})
 	w.ctrl.OnChange(func(st emergency.ScopeState) { w.metrics.EmergencyState(st.Scope, emergencyLevel[st.State]) })
 	w.exec = executor.New(w.store, guard{ctrl: w.ctrl, store: w.store}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Observer: w.metrics, Resilience: chain})
-	w.plans = newPlans(w.store, registry)
+	w.plans = newPlans(w.store, registry, w.cfg.Inline)
 	w.consumer, err = consumer.New(js, w.cfg.Consumer, w.handle, w.log, consumer.WithGate(w.canStart))
 	return watch, err
 }
