@@ -200,7 +200,7 @@ func TestBreachedRiskLimitHaltsOnceAcrossWorkers(t *testing.T) {
 	var halts []contract.EmergencyCommand
 	natstest.WaitFor(t, 10*time.Second, func() error {
 		halts = nil
-		for _, m := range h.messages(contract.StreamEmergency, "flow.emergency.bot.b1") {
+		for _, m := range h.messages(contract.StreamEmergency, "flow.emergency.auto.bot.b1") {
 			halts = append(halts, emergency.DecodeCommand(m.Data()))
 		}
 		if len(halts) == 0 {

@@ -152,7 +152,7 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 	// A risk_update node writes metrics; the breach makes a worker publish a halt.
 	hb2.submit(&contract.Request{WorkflowID: "book", BotID: "b2", Inputs: map[string]any{"pnl": -50}})
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		if len(h.messages(contract.StreamEmergency, "flow.emergency.bot.b2")) == 0 {
+		if len(h.messages(contract.StreamEmergency, "flow.emergency.auto.bot.b2")) == 0 {
 			return errors.New("no auto-halt yet")
 		}
 		return nil
@@ -296,6 +296,14 @@ func TestRolesAreRefusedWhatTheyMayNotDo(t *testing.T) {
 		}},
 		{"worker", "set a risk limit", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
 			return c.SetLimit(ctx, "global", contract.RiskLimit{ID: "loose", Type: contract.LimitDailyLoss, Threshold: 1e12})
+		}},
+		{"worker", "resume a scope", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+			_, err := c.Emergency(ctx, "global", contract.EmergencyCommand{Action: "resume", Reason: "a compromised worker tries"})
+			return err
+		}},
+		{"worker", "pause a scope", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+			_, err := c.Emergency(ctx, "bot.b1", contract.EmergencyCommand{Action: "pause", Reason: "a compromised worker tries"})
+			return err
 		}},
 		{"worker", "publish a request", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
 			_, err := c.Submit(ctx, &contract.Request{WorkflowID: "quick"})

@@ -21,7 +21,9 @@ import (
 // Command is an emergency command as stored, with where and when.
 type Command struct {
 	contract.EmergencyCommand
-	Scope  string
+	Scope string
+	// Auto marks a worker's automatic halt, applied as a halt whatever its action.
+	Auto   bool
 	Seq    uint64
 	Stored time.Time
 }
@@ -67,22 +69,24 @@ func (c *Client) InitEmergency(ctx context.Context, cfg provision.Config, issued
 	return err
 }
 
-// History returns the emergency commands, oldest first; scope filters when not empty.
+// History returns the emergency commands, oldest first; scope filters when not
+// empty. A command on an automatic halt subject is listed as a halt.
 func (c *Client) History(ctx context.Context, scope string) ([]Command, error) {
-	filter := c.subjects.EmergencyAll()
 	if scope != "" {
 		if err := emergency.CheckScope(scope); err != nil {
 			return nil, err
 		}
-		filter = c.subjects.Emergency(scope)
 	}
 	var out []Command
-	err := c.readAll(ctx, contract.StreamEmergency, filter, func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
-		out = append(out, Command{
-			EmergencyCommand: emergency.DecodeCommand(m.Data()),
-			Scope:            strings.TrimPrefix(m.Subject(), c.subjects.Emergency("")),
-			Seq:              meta.Sequence.Stream, Stored: meta.Timestamp,
-		})
+	err := c.readAll(ctx, contract.StreamEmergency, c.subjects.EmergencyAll(), func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
+		cmd := Command{EmergencyCommand: emergency.DecodeCommand(m.Data()), Seq: meta.Sequence.Stream, Stored: meta.Timestamp}
+		cmd.Scope, cmd.Auto = emergency.SubjectScope(strings.TrimPrefix(m.Subject(), c.subjects.Emergency("")))
+		if cmd.Auto {
+			cmd.Action = emergency.ActionHalt
+		}
+		if scope == "" || cmd.Scope == scope {
+			out = append(out, cmd)
+		}
 	})
 	return out, err
 }

@@ -112,6 +112,17 @@ func (s Subjects) EventsAll() string { return s.Prefix + ".events.>" }
 // Emergency is the subject of a scope's emergency commands, such as "global" or "bot.b1".
 func (s Subjects) Emergency(scope string) string { return s.Prefix + ".emergency." + scope }
 
+// AutoHalt is the subject of a worker's automatic halts of a scope (a breached risk
+// limit): <prefix>.emergency.auto.<scope>. Every command stored there is applied
+// as a halt, whatever its action, so the workers' credentials, which may publish
+// only there, can halt but never resume or pause.
+func (s Subjects) AutoHalt(scope string) string {
+	return s.Prefix + ".emergency." + AutoHaltToken + "." + scope
+}
+
+// AutoHaltToken is the token after "emergency" of the automatic halt subjects.
+const AutoHaltToken = "auto"
+
 // EmergencyAll matches every emergency command.
 func (s Subjects) EmergencyAll() string { return s.Prefix + ".emergency.>" }
 

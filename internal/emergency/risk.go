@@ -248,7 +248,7 @@ func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := r.pub.Msg(ctx, r.cfg.Subjects.Emergency(b.Scope), msgID, "risk_"+b.Limit.ID, data); err != nil {
+	if _, err := r.pub.Msg(ctx, r.cfg.Subjects.AutoHalt(b.Scope), msgID, "risk_"+b.Limit.ID, data); err != nil {
 		return err
 	}
 	r.log.Warn().Str("scope", b.Scope).Str("limit", b.Limit.ID).Str("reason", b.Reason()).Msg("risk limit breached; halt published")
