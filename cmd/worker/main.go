@@ -67,7 +67,8 @@ type cli struct {
 	BreakerThreshold      uint32        `help:"Consecutive failed attempts that open a provider's circuit breaker (default: the profile's)." env:"FLOWGUARD_BREAKER_THRESHOLD"`
 	BreakerOpenTime       time.Duration `help:"How long an open breaker fails calls at once before it lets a probe through (default: the profile's)." env:"FLOWGUARD_BREAKER_OPEN_TIME"`
 	BreakerScope          string        `help:"local: each worker's breakers are its own; cluster: a breaker that opens on one worker fails fast on every worker." default:"local" enum:"local,cluster" env:"FLOWGUARD_BREAKER_SCOPE"`
-	SecretEnv             []string      `help:"Environment variables that workflows may read with env:NAME placeholders, comma separated; their values are redacted everywhere." env:"FLOWGUARD_SECRET_ENV"`
+	SecretEnv             []string      `help:"Environment variables that workflows may read with env:NAME placeholders, comma separated; NAME@host binds one to a host http nodes may send it to (repeat it per host); their values are redacted everywhere." env:"FLOWGUARD_SECRET_ENV"`
+	EgressAllow           []string      `help:"Hosts (api.example.com, *.example.com), addresses and CIDRs http nodes may reach, comma separated; loopback, private and link-local addresses only when listed. Default: none." env:"FLOWGUARD_EGRESS_ALLOW"`
 	InlineWorkflows       bool          `help:"Run workflow definitions sent inline in requests; they run with the worker's NATS rights and network reach, for whoever may publish a request. Off by default: only deployed workflows run." negatable:"" env:"FLOWGUARD_INLINE_WORKFLOWS"`
 	InlineAllowOrder      bool          `help:"With --inline-workflows: let inline definitions place orders (order nodes, http nodes with side_effect order)." env:"FLOWGUARD_INLINE_ALLOW_ORDER"`
 	InlineAllowRiskUpdate bool          `help:"With --inline-workflows: let inline definitions write their bot's risk metrics (risk_update nodes)." env:"FLOWGUARD_INLINE_ALLOW_RISK_UPDATE"`
@@ -107,7 +108,7 @@ func run(c cli) error {
 			Enabled: c.InlineWorkflows, Order: c.InlineAllowOrder, RiskUpdate: c.InlineAllowRiskUpdate, Secrets: c.InlineAllowSecrets,
 		},
 		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,
-		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone,
+		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone, EgressAllow: c.EgressAllow,
 		Consumer: consumer.Config{
 			Concurrency: c.Concurrency, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver,
 			BackOff: c.RedeliveryBackoff, ShutdownGrace: c.ShutdownGrace,

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flowguard/flowguard/internal/policy"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
 
@@ -179,6 +180,13 @@ func (r *httpRunner) run(ctx context.Context, in Input) (map[string]any, error) 
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
+		if errors.Is(err, policy.ErrEgressRefused) {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, Permanent(KindEgress, fmt.Errorf("%s %s: %v", r.method, target, err))
+		}
 		if ctx.Err() != nil {
 			return nil, r.sent(&Error{Kind: KindNode, Err: fmt.Errorf("%s %s: stopped: %w", r.method, target, ctx.Err())})
 		}
@@ -290,6 +298,9 @@ func (r *httpRunner) request(ctx context.Context, env *Env) (*http.Request, stri
 			return nil, "", err
 		}
 		req.Header.Set(name, v)
+	}
+	if err := r.secrets.checkRecipient(u.Hostname(), u, req.Header, body); err != nil {
+		return nil, "", err
 	}
 	return req, target, nil
 }

@@ -61,6 +61,11 @@ type Config struct {
 	Inline policy.Inline
 
 	Resilience ResilienceConfig
+
+	// EgressAllow lists the hosts, addresses and CIDRs http nodes may reach (see
+	// policy.Egress); empty, http nodes reach nothing.
+	EgressAllow []string
+	egress      *policy.Egress
 }
 
 // ResilienceConfig tunes the calls of provider nodes (see DESIGN.md, Resilience).
@@ -74,7 +79,8 @@ type ResilienceConfig struct {
 	// BreakerScope is local (the default: each worker's breakers are its own) or
 	// cluster (a breaker opening on one worker fails fast on every worker).
 	BreakerScope string
-	// SecretEnv lists the environment variables workflows may read as ${env:NAME}.
+	// SecretEnv lists the environment variables workflows may read as ${env:NAME},
+	// each as NAME@host once per host an http node may send it to (see nodes.Secrets).
 	SecretEnv []string
 }
 
@@ -124,6 +130,11 @@ func (c *Config) Validate() error {
 	if err := c.Inline.Validate(); err != nil {
 		return err
 	}
+	egress, err := policy.ParseEgress(c.EgressAllow)
+	if err != nil {
+		return err
+	}
+	c.egress = egress
 	if c.EmergencyStaleness == 0 {
 		c.EmergencyStaleness = emergency.DefaultStaleness
 	}

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -169,7 +168,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		Str("profile", w.cfg.Resilience.Profile).Dur("node_timeout", rs.Timeout).Int("retry_attempts", rs.Retry.MaxAttempts).
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
 		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
-		Strs("secret_env", w.secrets.Names()).Bool("inline_workflows", w.cfg.Inline.Enabled).
+		Strs("secret_env", w.secrets.Names()).Strs("egress_allow", w.cfg.EgressAllow).Bool("inline_workflows", w.cfg.Inline.Enabled).
 		Bool("inline_allow_order", w.cfg.Inline.Order).Bool("inline_allow_risk_update", w.cfg.Inline.RiskUpdate).
 		Bool("inline_allow_secrets", w.cfg.Inline.Secrets).Msg("worker started")
 	w.consumer.Run(ctx)
@@ -254,7 +253,9 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 		return nil, err
 	}
 	registry := nodes.NewRegistry()
-	registry.Register(nodes.TypeHTTP, nodes.HTTP{Client: &http.Client{}, Secrets: w.secrets})
+	// Each execution may run several nodes at once, all to the same provider.
+	idlePerHost := w.cfg.Consumer.Concurrency * max(w.cfg.MaxParallelNodes, 1)
+	registry.Register(nodes.TypeHTTP, nodes.HTTP{Client: w.cfg.egress.Client(idlePerHost), Secrets: w.secrets})
 	registry.Register(nodes.TypeNATSRequest, nodes.NATSRequest{Conn: nc, Secrets: w.secrets, Prefix: w.cfg.Prefix})
 	w.execStreamTag = strconv.FormatInt(execStream.CachedInfo().Created.Unix(), 36)
 	w.nc = nc
