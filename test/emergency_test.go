@@ -504,3 +504,53 @@ func TestRiskLimitsOfAWorkflowScopeAreRefused(t *testing.T) {
 		return nil
 	})
 }
+
+// A recreated emergency stream has lost its halts: every worker counts it as a
+// global halt until a global resume is stored, so that none runs anything in the
+// window between `emergency init` creating the stream and storing its halt, nor
+// on a stream someone recreated by hand. The window is held open here: the
+// stream exists, empty, while a worker starts.
+func TestEmergencyInitRacingAStartingWorkerRunsNothing(t *testing.T) {
+	for _, how := range []string{"emergency init", "by hand"} {
+		t.Run(how, func(t *testing.T) {
+			h := newHarness(t)
+			stop := h.startWorker("w1", nil)
+			h.deploy(quickWorkflow)
+			stop()
+			if err := h.js.DeleteStream(h.ctx, contract.StreamEmergency); err != nil {
+				t.Fatal(err)
+			}
+			waiting := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b1"})
+			if how == "emergency init" {
+				// The first half of InitEmergency: the halt is not stored yet.
+				if err := provision.CreateEmergency(h.ctx, h.js, provision.Config{}); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				pc := provision.Config{}
+				if err := pc.Validate(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := h.js.CreateStream(h.ctx, provision.Streams(pc)[0]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h.startWorker("w2", nil)
+			st := h.waitStatus("quick", waiting, 15*time.Second)
+			if st.Status != contract.StatusHalted || st.Error == nil || !strings.Contains(st.Error.Message, "recreated") {
+				t.Fatalf("request on the empty recreated stream: %s %+v", st.Status, st.Error)
+			}
+			// A halt of another scope does not lift it; only a global resume does.
+			h.command("bot.b9", emergency.ActionHalt, "unrelated")
+			again := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b1"})
+			if st := h.waitStatus("quick", again, 15*time.Second); st.Status != contract.StatusHalted {
+				t.Fatalf("after a halt of bot.b9: %s", st.Status)
+			}
+			h.command("global", emergency.ActionResume, "checked")
+			after := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b1"})
+			if st := h.waitStatus("quick", after, 15*time.Second); st.Status != contract.StatusCompleted {
+				t.Fatalf("after the resume: %s %+v", st.Status, st.Error)
+			}
+		})
+	}
+}

@@ -24,6 +24,11 @@ const (
 	BucketBreakers  = "flow_breakers"
 )
 
+// MetadataRecreated is the stream metadata key that marks an emergency stream
+// recreated by `publisher emergency init`: until a resume of scope global is
+// stored in it, every worker counts it as a global halt.
+const MetadataRecreated = "flowguard_recreated"
+
 // Headers set on every message of an execution.
 const (
 	HeaderCorrelationID = "Correlation-Id"

@@ -199,12 +199,21 @@ func (c *Controller) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open stream %s: %w", contract.StreamEmergency, err)
 	}
+	recreated, err := c.recreated(ctx, stream)
+	if err != nil {
+		return err
+	}
 	c.mu.Lock()
 	if created := stream.CachedInfo().Created; !created.Equal(c.created) {
 		if !c.created.IsZero() {
 			c.log.Warn().Msg("emergency stream was recreated; rebuilding the emergency state from it")
+			recreated = true
 		}
-		c.board, c.processed, c.created = Board{}, 0, created
+		// Nothing is confirmed of the new stream until the follower catches up.
+		c.board, c.processed, c.created, c.lastOK = Board{}, 0, created, time.Time{}
+		if recreated {
+			c.board.Apply(ScopeGlobal, contract.EmergencyCommand{Action: ActionHalt, Reason: RecreatedReason}, 0)
+		}
 	}
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{c.cfg.Subjects.EmergencyAll()},
@@ -239,6 +248,29 @@ func (c *Controller) follow(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
+}
+
+// RecreatedReason is the reason of the global halt that a recreated emergency
+// stream stands for until a resume of scope global is stored in it.
+const RecreatedReason = "the emergency stream was recreated, and the halts it held are unknown: trading stays halted until an operator checks and resumes scope global"
+
+// recreated reports whether the emergency stream is not the one provisioned with
+// the other streams: it carries the mark of `emergency init`, or it was created
+// after FLOW_EXEC (provisioning creates it first). Such a stream counts as a global
+// halt until a global resume is stored: its earlier halts are gone.
+func (c *Controller) recreated(ctx context.Context, stream jetstream.Stream) (bool, error) {
+	info := stream.CachedInfo()
+	if _, ok := info.Config.Metadata[contract.MetadataRecreated]; ok {
+		return true, nil
+	}
+	exec, err := c.js.Stream(ctx, contract.StreamExec)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, nil // a fresh deployment, provisioning in progress
+	}
+	if err != nil {
+		return false, fmt.Errorf("open stream %s: %w", contract.StreamExec, err)
+	}
+	return info.Created.After(exec.CachedInfo().Created), nil
 }
 
 // confirm checks the stream's last sequence against the last applied command. It
