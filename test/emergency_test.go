@@ -554,3 +554,41 @@ func TestEmergencyInitRacingAStartingWorkerRunsNothing(t *testing.T) {
 		})
 	}
 }
+
+// 64 orders of one bot at once, on two workers, where its position limit allows
+// 10: each reserves its exposure before it is published, so at most 10 intents
+// are stored, however the orders race.
+func TestConcurrentOrdersOfOneBotNeverPassALimitTogether(t *testing.T) {
+	h := newHarness(t)
+	// Limits from the workers' configuration apply from their start.
+	limit := contract.RiskLimit{ID: "btc-size", Type: contract.LimitPositionSize, Symbol: "BTCUSDT", Threshold: 10}
+	for _, id := range []string{"w1", "w2"} {
+		h.startWorker(id, func(c *worker.Config) {
+			c.Consumer.Concurrency = 32
+			c.RiskLimits = map[string][]contract.RiskLimit{"bot.b1": {limit}}
+		})
+	}
+	h.deploy(tradeWorkflow)
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = h.submit(&contract.Request{WorkflowID: "trade", BotID: "b1",
+			Inputs: map[string]any{"symbol": "BTCUSDT", "side": "buy", "qty": 1, "price": 65000}})
+	}
+	completed := 0
+	for _, id := range ids {
+		st := h.waitStatus("trade", id, 60*time.Second)
+		switch {
+		case st.Status == contract.StatusCompleted:
+			completed++
+		case st.Error == nil || st.Error.Kind != worker.KindRiskLimit:
+			t.Errorf("%s: %s %+v, want completed or refused by the risk limit", id, st.Status, st.Error)
+		}
+	}
+	orders := len(h.messages(contract.StreamOrders, "flow.orders.b1"))
+	if orders > 10 || orders != completed {
+		t.Fatalf("%d intents stored, %d executions completed; want at most 10, one per completed execution", orders, completed)
+	}
+	if orders == 0 {
+		t.Fatal("no order went through")
+	}
+}

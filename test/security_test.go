@@ -2,7 +2,10 @@ package test
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -114,5 +117,43 @@ func TestBotCannotRunAnInlineWorkflowByDefault(t *testing.T) {
 	st := h.waitStatus("quick", id, 10*time.Second)
 	if st.Error == nil || st.Error.Kind != contract.KindInvalidRequest || !strings.Contains(st.Error.Message, "--inline-workflows") {
 		t.Errorf("bot's inline request: %s %+v, want rejected as invalid_request", st.Status, st.Error)
+	}
+}
+
+// An http node that declares "side_effect": "order" is gated as an order node is:
+// a pause, a halt or a risk limit stops it before its call.
+func TestHTTPOrderNodesArePausedHaltedAndLimited(t *testing.T) {
+	var calls atomic.Int32
+	exchange := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		calls.Add(1)
+		_, _ = w.Write([]byte(`{"status": "NEW"}`))
+	}))
+	defer exchange.Close()
+	h := newHarness(t)
+	h.startWorker("w1", func(c *worker.Config) {
+		c.RiskLimits = map[string][]contract.RiskLimit{"bot.b1": {{ID: "btc-size", Type: contract.LimitPositionSize, Symbol: "BTCUSDT", Threshold: 2}}}
+	})
+	h.deploy(`{"id": "http-order", "nodes": [{"id": "place", "type": "http", "provider": "exchange", "config": {
+	  "method": "POST", "url": "` + exchange.URL + `/order", "idempotent": true, "side_effect": "order",
+	  "order": {"symbol": "'BTCUSDT'", "side": "'buy'", "quantity": "inputs.qty", "reference_price": "65000"},
+	  "body": {"qty": "${inputs.qty}"}}}]}`)
+	run := func(bot string, qty float64) *contract.Status {
+		t.Helper()
+		id := h.submit(&contract.Request{WorkflowID: "http-order", BotID: bot, Inputs: map[string]any{"qty": qty}})
+		return h.waitStatus("http-order", id, 15*time.Second)
+	}
+	if st := run("b1", 1); st.Status != contract.StatusCompleted || calls.Load() != 1 {
+		t.Fatalf("within the limit: %s %+v, %d calls", st.Status, st.Error, calls.Load())
+	}
+	if st := run("b1", 5); st.Error == nil || st.Error.Kind != worker.KindRiskLimit || calls.Load() != 1 {
+		t.Fatalf("over the limit: %s %+v, %d calls", st.Status, st.Error, calls.Load())
+	}
+	h.command("bot.b2", "pause", "reduce only")
+	if st := run("b2", 1); st.Error == nil || st.Error.Kind != worker.KindTradingPaused || calls.Load() != 1 {
+		t.Fatalf("paused: %s %+v, %d calls", st.Status, st.Error, calls.Load())
+	}
+	h.command("bot.b2", "halt", "stop")
+	if st := run("b2", 1); st.Status != contract.StatusHalted || calls.Load() != 1 {
+		t.Fatalf("halted: %s %+v, %d calls", st.Status, st.Error, calls.Load())
 	}
 }

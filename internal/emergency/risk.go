@@ -35,6 +35,9 @@ type RiskConfig struct {
 	Limits map[string][]contract.RiskLimit
 	// IssuedBy names the halts this worker publishes.
 	IssuedBy string
+	// ReservationTTL is how long an order's reserved exposure counts unless a
+	// metrics update of its bot settles it first; default DefaultReservationTTL.
+	ReservationTTL time.Duration
 }
 
 // Risk evaluates risk limits on every metrics change and before every order, and
@@ -49,6 +52,8 @@ type Risk struct {
 	now  func() time.Time
 
 	ready atomic.Bool
+
+	botLocks sync.Map // bot id -> *sync.Mutex, see reserve
 
 	mu      sync.Mutex
 	base    map[string][]compiledLimit // from configuration
@@ -68,6 +73,9 @@ type metricsEntry struct {
 
 // NewRisk checks the configured limits and returns a Risk over the flow_risk bucket.
 func NewRisk(kv jetstream.KeyValue, ctrl *Controller, pub HaltPublisher, cfg RiskConfig, log zerolog.Logger) (*Risk, error) {
+	if cfg.ReservationTTL <= 0 {
+		cfg.ReservationTTL = DefaultReservationTTL
+	}
 	r := &Risk{kv: kv, ctrl: ctrl, pub: pub, cfg: cfg, log: log, now: time.Now,
 		base: map[string][]compiledLimit{}, limits: map[string]scopeLimits{}, metrics: map[string]metricsEntry{}}
 	for scope, ls := range cfg.Limits {
@@ -255,12 +263,15 @@ func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
 	return nil
 }
 
-// CheckOrder evaluates the limits covering an order's bot with the order included.
-// Reduce-only orders are exempt: they lower exposure. A breach returns a
-// *RiskError, after halting the limit's scope when the limit has auto_halt. An
-// order without a price under a notional position limit is refused with a
-// *RiskError too, without a halt: it cannot be valued. Before the limits are loaded
-// (see Ready), it returns ErrRiskUnknown.
+// CheckOrder evaluates the limits covering an order's bot with the order included,
+// and the orders of the bot reserved before it that its metrics do not show yet;
+// an order that passes is reserved in turn (see reserve). Reduce-only orders are
+// exempt: they lower exposure. A breach returns a *RiskError, after halting the
+// limit's scope when the limit has auto_halt. An order without a price under a
+// notional position limit is refused with a *RiskError too, without a halt: it
+// cannot be valued. Before the limits are loaded (see Ready), it returns
+// ErrRiskUnknown; when the reservation cannot be written, an error matching
+// ErrReserve.
 func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	if o.ReduceOnly {
 		return nil
@@ -268,29 +279,14 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	if !r.Ready() {
 		return ErrRiskUnknown
 	}
-	r.mu.Lock()
-	current := &contract.RiskMetrics{BotID: o.BotID, StrategyID: o.StrategyID}
-	if entry, ok := r.metrics[o.BotID]; ok {
-		current = entry.m
+	var breach *Breach
+	var unpriced bool
+	if err := r.reserve(ctx, o, func(held []contract.Reservation) bool {
+		breach, unpriced = r.checkWith(o, held)
+		return breach == nil
+	}); err != nil {
+		return err
 	}
-	after := withOrder(current, o)
-	after.StrategyID = o.StrategyID
-	day := r.cfg.Day.Of(r.now())
-	scopes, limits, _ := r.applicable(after)
-	breach, unpriced := func() (*Breach, bool) {
-		for i, scope := range scopes {
-			for j := range limits[i] {
-				if b := limits[i][j].unpriced(scope, o); b != nil {
-					return b, true
-				}
-				if b := limits[i][j].check(scope, after, day); b != nil {
-					return b, false
-				}
-			}
-		}
-		return nil, false
-	}()
-	r.mu.Unlock()
 	switch {
 	case breach == nil:
 		return nil
@@ -305,6 +301,32 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 		return fmt.Errorf("%w (and publishing its halt failed: %v)", &RiskError{Breach: breach}, err)
 	}
 	return &RiskError{Breach: breach, Halted: true}
+}
+
+// checkWith returns the first limit the order breaches with the held reservations
+// counted, and whether it is refused for want of a price.
+func (r *Risk) checkWith(o *contract.OrderIntent, held []contract.Reservation) (*Breach, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	current := &contract.RiskMetrics{BotID: o.BotID, StrategyID: o.StrategyID}
+	if entry, ok := r.metrics[o.BotID]; ok {
+		current = entry.m
+	}
+	after := withOrder(withReservations(current, held), o)
+	after.StrategyID = o.StrategyID
+	day := r.cfg.Day.Of(r.now())
+	scopes, limits, _ := r.applicable(after)
+	for i, scope := range scopes {
+		for j := range limits[i] {
+			if b := limits[i][j].unpriced(scope, o); b != nil {
+				return b, true
+			}
+			if b := limits[i][j].check(scope, after, day); b != nil {
+				return b, false
+			}
+		}
+	}
+	return nil, false
 }
 
 // UpdateMetrics applies an update to a bot's metrics with compare-and-set, retrying

@@ -3,6 +3,7 @@ package nodes
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -46,6 +47,8 @@ type HTTP struct {
 	// Client makes the calls; nil registers the type to check definitions only.
 	Client  *http.Client
 	Secrets *Secrets
+	// Desk gates the calls of nodes declaring "side_effect": "order" (see orderGate).
+	Desk OrderDesk
 }
 
 // httpMethods are the methods a node may use.
@@ -56,6 +59,8 @@ type httpConfig struct {
 	URL        string            `json:"url"`
 	Query      map[string]string `json:"query,omitempty"`
 	Idempotent bool              `json:"idempotent,omitempty"`
+	SideEffect string            `json:"side_effect,omitempty"`
+	Order      json.RawMessage   `json:"order,omitempty"`
 	callConfig
 }
 
@@ -115,7 +120,7 @@ func (h HTTP) Compile(n workflow.Node) (Runner, error) {
 	if r.call, err = compileCall(cfg.callConfig, h.Secrets, httpAnswer{}); err != nil {
 		return nil, err
 	}
-	return r, nil
+	return gateOrder(r, n, cfg.SideEffect, cfg.Order, h.Desk)
 }
 
 // templateHost returns the host of a URL template, "" when a placeholder comes

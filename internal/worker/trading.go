@@ -127,7 +127,7 @@ func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	}
 	err = d.risk.CheckOrder(ctx, o)
 	switch {
-	case errors.Is(err, emergency.ErrRiskUnknown):
+	case errors.Is(err, emergency.ErrRiskUnknown), errors.Is(err, emergency.ErrReserve):
 		return nodes.Transient(KindRiskUnknown, err)
 	case err != nil:
 		return nodes.Permanent(KindRiskLimit, err)

@@ -253,9 +253,6 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 		return nil, err
 	}
 	registry := nodes.NewRegistry()
-	// Each execution may run several nodes at once, all to the same provider.
-	idlePerHost := w.cfg.Consumer.Concurrency * max(w.cfg.MaxParallelNodes, 1)
-	registry.Register(nodes.TypeHTTP, nodes.HTTP{Client: w.cfg.egress.Client(idlePerHost), Secrets: w.secrets})
 	registry.Register(nodes.TypeNATSRequest, nodes.NATSRequest{Conn: nc, Secrets: w.secrets, Prefix: w.cfg.Prefix})
 	w.execStreamTag = strconv.FormatInt(execStream.CachedInfo().Created.Unix(), 36)
 	w.nc = nc
@@ -270,7 +267,11 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	if err != nil {
 		return nil, err
 	}
-	registry.Register(nodes.TypeOrder, nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub, store: w.store, duplicateWindow: w.cfg.Provision.DuplicateWindow}})
+	orders := desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub, store: w.store, duplicateWindow: w.cfg.Provision.DuplicateWindow}
+	registry.Register(nodes.TypeOrder, nodes.Order{Desk: orders})
+	// Each execution may run several nodes at once, all to the same provider.
+	idlePerHost := w.cfg.Consumer.Concurrency * max(w.cfg.MaxParallelNodes, 1)
+	registry.Register(nodes.TypeHTTP, nodes.HTTP{Client: w.cfg.egress.Client(idlePerHost), Secrets: w.secrets, Desk: orders})
 	registry.Register(nodes.TypeRiskUpdate, nodes.RiskUpdate{Metrics: w.risk})
 	w.ctrl.OnChange(func(st emergency.ScopeState) { w.metrics.EmergencyState(st.Scope, emergencyLevel[st.State]) })
 	w.exec = executor.New(w.store, guard{ctrl: w.ctrl, store: w.store}, executor.Config{MaxParallelNodes: w.cfg.MaxParallelNodes, Observer: w.metrics, Resilience: chain})
