@@ -10,10 +10,10 @@ import (
 func TestHTTPSideEffectOrderNeedsItsOrder(t *testing.T) {
 	reg := NewRegistry()
 	for config, want := range map[string]string{
-		`{"url": "https://x.test", "side_effect": "trade"}`: `config.side_effect must be "order"`,
-		`{"url": "https://x.test", "side_effect": "order"}`: "config.order is required",
+		`{"url": "https://x.test", "side_effect": "trade"}`:                                              `config.side_effect must be "order"`,
+		`{"url": "https://x.test", "side_effect": "order"}`:                                              "config.order is required",
 		`{"url": "https://x.test", "side_effect": "order", "order": {"symbol": "'X'", "side": "'buy'"}}`: "config.order: config.quantity",
-		`{"url": "https://x.test", "order": {"symbol": "'X'", "side": "'buy'", "quantity": "1"}}`:       `config.side_effect must be "order"`,
+		`{"url": "https://x.test", "order": {"symbol": "'X'", "side": "'buy'", "quantity": "1"}}`:        `config.side_effect must be "order"`,
 	} {
 		_, err := compileNode(t, reg, workflow.Node{Type: TypeHTTP, Config: []byte(config)})
 		if err == nil || !strings.Contains(err.Error(), want) {
