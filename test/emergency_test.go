@@ -15,6 +15,7 @@ import (
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natstest"
 	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/risk"
 	"github.com/flowguard/flowguard/internal/worker"
 	"github.com/flowguard/flowguard/schemas"
 )
@@ -194,7 +195,7 @@ func TestBreachedRiskLimitHaltsOnceAcrossWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	loss := -1500.0
-	if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, emergency.TradingDay{}); err != nil {
+	if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, risk.TradingDay{}); err != nil {
 		t.Fatal(err)
 	}
 	var halts []contract.EmergencyCommand
@@ -449,22 +450,22 @@ func TestReplayedRiskUpdateAddsItsPnLOnce(t *testing.T) {
 		}
 		return nil
 	})
-	risk, err := h.client.Risk(h.ctx)
+	state, err := h.client.Risk(h.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := risk.Metrics["b1"]; m == nil || m.DailyPnL != -100 {
+	if m := state.Metrics["b1"]; m == nil || m.DailyPnL != -100 {
 		t.Fatalf("metrics %+v, want a daily PnL of -100 after the replay", m)
 	}
 
 	// The publisher's reports are deduplicated when they carry an id, only then.
 	loss := -50.0
 	for range 2 {
-		if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{ID: "report-1", PnL: &loss}, emergency.TradingDay{}); err != nil {
+		if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{ID: "report-1", PnL: &loss}, risk.TradingDay{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, emergency.TradingDay{})
+	m, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, risk.TradingDay{})
 	if err != nil || m.DailyPnL != -200 {
 		t.Fatalf("metrics %+v, %v; want a daily PnL of -200", m, err)
 	}

@@ -16,8 +16,8 @@ import (
 	"github.com/flowguard/flowguard/internal/client"
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
-	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natstest"
+	"github.com/flowguard/flowguard/internal/risk"
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
@@ -110,7 +110,7 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	gain := 1.0
-	if _, err := h.client.ReportMetrics(ctx, "b3", contract.RiskUpdate{PnL: &gain}, emergency.TradingDay{}); err != nil {
+	if _, err := h.client.ReportMetrics(ctx, "b3", contract.RiskUpdate{PnL: &gain}, risk.TradingDay{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -173,7 +173,7 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 		custom[fmt.Sprintf("signal_%04d", i)] = float64(i)
 	}
 	for i := range 40 {
-		if _, err := h.client.ReportMetrics(ctx, fmt.Sprintf("big%02d", i), contract.RiskUpdate{Custom: custom}, emergency.TradingDay{}); err != nil {
+		if _, err := h.client.ReportMetrics(ctx, fmt.Sprintf("big%02d", i), contract.RiskUpdate{Custom: custom}, risk.TradingDay{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -266,7 +266,7 @@ func TestRolesAreRefusedWhatTheyMayNotDo(t *testing.T) {
 			return c.SetLimit(ctx, "bot.b1", contract.RiskLimit{ID: "loose", Type: contract.LimitDailyLoss, Threshold: 1e12})
 		}},
 		{"b1", "report its own metrics", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
-			_, err := c.ReportMetrics(ctx, "b1", contract.RiskUpdate{PnL: &gain}, emergency.TradingDay{})
+			_, err := c.ReportMetrics(ctx, "b1", contract.RiskUpdate{PnL: &gain}, risk.TradingDay{})
 			return err
 		}},
 		{"b1", "start an execution as another bot", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {

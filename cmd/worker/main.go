@@ -16,12 +16,12 @@ import (
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
-	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/logging"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/policy"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/resilience"
+	"github.com/flowguard/flowguard/internal/risk"
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
@@ -167,7 +167,7 @@ func readRiskLimits(path string) (map[string][]contract.RiskLimit, error) {
 	if err != nil {
 		return nil, err
 	}
-	limits, err := emergency.ParseLimitsByScope(data)
+	limits, err := risk.ParseLimitsByScope(data)
 	if err != nil {
 		return nil, fmt.Errorf("risk limits %s: %w; expected {\"global\": [{\"id\": \"max-loss\", \"type\": \"daily_loss\", \"threshold\": 1000, \"auto_halt\": true}]}", path, err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/risk"
 	"github.com/flowguard/flowguard/schemas"
 )
 
@@ -104,7 +105,7 @@ func (c *Client) Board(ctx context.Context) (emergency.Board, error) {
 // SetLimit adds or replaces (by id) a risk limit of scope: global, bot.<id> or
 // strategy.<id>.
 func (c *Client) SetLimit(ctx context.Context, scope string, l contract.RiskLimit) error {
-	if err := emergency.CheckLimitScope(scope); err != nil {
+	if err := risk.CheckLimitScope(scope); err != nil {
 		return err
 	}
 	return c.editLimits(ctx, scope, func(ls []contract.RiskLimit) []contract.RiskLimit {
@@ -163,7 +164,7 @@ func (c *Client) editLimits(ctx context.Context, scope string, edit func([]contr
 			rev = e.Revision()
 		}
 		doc.Limits = edit(doc.Limits)
-		if _, err := emergency.CompileLimits(doc.Limits); err != nil {
+		if _, err := risk.CompileLimits(doc.Limits); err != nil {
 			return err
 		}
 		data, err := json.Marshal(doc)
@@ -186,7 +187,7 @@ func (c *Client) editLimits(ctx context.Context, scope string, edit func([]contr
 }
 
 // ReportMetrics applies an update to a bot's risk metrics.
-func (c *Client) ReportMetrics(ctx context.Context, botID string, u contract.RiskUpdate, day emergency.TradingDay) (*contract.RiskMetrics, error) {
+func (c *Client) ReportMetrics(ctx context.Context, botID string, u contract.RiskUpdate, day risk.TradingDay) (*contract.RiskMetrics, error) {
 	if err := contract.CheckID("bot", botID); err != nil {
 		return nil, err
 	}
@@ -194,7 +195,7 @@ func (c *Client) ReportMetrics(ctx context.Context, botID string, u contract.Ris
 	if err != nil {
 		return nil, err
 	}
-	return emergency.UpdateMetrics(ctx, kv, botID, u, day, time.Now())
+	return risk.UpdateMetrics(ctx, kv, botID, u, day, time.Now())
 }
 
 // RiskState is every scope's limits and every bot's metrics.

@@ -12,6 +12,7 @@ import (
 	"github.com/flowguard/flowguard/internal/policy"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/resilience"
+	"github.com/flowguard/flowguard/internal/risk"
 )
 
 // Defaults of Config.
@@ -44,7 +45,7 @@ type Config struct {
 	RiskLimits      map[string][]contract.RiskLimit
 	TradingDayReset string
 	TradingDayZone  string
-	tradingDay      emergency.TradingDay
+	tradingDay      risk.TradingDay
 
 	// HTTPAddr, when set, serves /metrics, /healthz and /readyz.
 	HTTPAddr string
@@ -147,7 +148,7 @@ func (c *Config) Validate() error {
 	if c.TradingDayZone == "" {
 		c.TradingDayZone = "UTC"
 	}
-	day, err := emergency.ParseTradingDay(c.TradingDayReset, c.TradingDayZone)
+	day, err := risk.ParseTradingDay(c.TradingDayReset, c.TradingDayZone)
 	if err != nil {
 		return err
 	}

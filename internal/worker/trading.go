@@ -14,6 +14,7 @@ import (
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/nodes"
 	"github.com/flowguard/flowguard/internal/publish"
+	"github.com/flowguard/flowguard/internal/risk"
 )
 
 // Error kinds of refused orders.
@@ -103,7 +104,7 @@ type tradeGate interface {
 	CanTrade(s emergency.Scopes, reduceOnly bool) error
 }
 
-// orderChecker checks an order against the risk limits (emergency.Risk).
+// orderChecker checks an order against the risk limits (risk.Risk).
 type orderChecker interface {
 	CheckOrder(ctx context.Context, o *contract.OrderIntent) error
 }
@@ -127,7 +128,7 @@ func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	}
 	err = d.risk.CheckOrder(ctx, o)
 	switch {
-	case errors.Is(err, emergency.ErrRiskUnknown), errors.Is(err, emergency.ErrReserve):
+	case errors.Is(err, risk.ErrRiskUnknown), errors.Is(err, risk.ErrReserve):
 		return nodes.Transient(KindRiskUnknown, err)
 	case err != nil:
 		return nodes.Permanent(KindRiskLimit, err)

@@ -33,6 +33,7 @@ import (
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/publish"
 	"github.com/flowguard/flowguard/internal/resilience"
+	"github.com/flowguard/flowguard/internal/risk"
 )
 
 // Worker consumes execution requests and runs them.
@@ -50,7 +51,7 @@ type Worker struct {
 	exec          *executor.Executor
 	plans         *plans
 	ctrl          *emergency.Controller
-	risk          *emergency.Risk
+	risk          *risk.Risk
 	metrics       *metrics.Metrics
 	nc            *nats.Conn
 	consumer      *consumer.Consumer
@@ -97,7 +98,7 @@ func (w *Worker) Readiness() error {
 	case !w.ctrl.Ready():
 		return emergency.ErrStale
 	case !w.risk.Ready():
-		return emergency.ErrRiskUnknown
+		return risk.ErrRiskUnknown
 	}
 	return nil
 }
@@ -261,7 +262,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	w.store = kvstate.New(buckets.State, buckets.Workflows)
 	w.pub = publish.New(js, w.subjects)
 	w.ctrl = emergency.New(js, emergency.Config{Subjects: w.subjects, Staleness: w.cfg.EmergencyStaleness}, w.log)
-	w.risk, err = emergency.NewRisk(buckets.Risk, w.ctrl, w.pub, emergency.RiskConfig{
+	w.risk, err = risk.NewRisk(buckets.Risk, w.ctrl, w.pub, risk.RiskConfig{
 		Subjects: w.subjects, Day: w.cfg.tradingDay, Limits: w.cfg.RiskLimits, IssuedBy: "flowguard-risk@" + w.cfg.WorkerID,
 	}, w.log)
 	if err != nil {
@@ -312,7 +313,7 @@ func (w *Worker) canStart() error {
 	case !w.ctrl.Ready():
 		return emergency.ErrStale
 	case !w.risk.Ready():
-		return emergency.ErrRiskUnknown
+		return risk.ErrRiskUnknown
 	}
 	return nil
 }

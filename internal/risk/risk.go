@@ -1,4 +1,4 @@
-package emergency
+package risk
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/schemas"
 )
 
@@ -45,7 +46,7 @@ type RiskConfig struct {
 // workers, each publishes the same halt with the same message id: one is stored.
 type Risk struct {
 	kv   jetstream.KeyValue
-	ctrl *Controller
+	ctrl *emergency.Controller
 	pub  HaltPublisher
 	cfg  RiskConfig
 	log  zerolog.Logger
@@ -72,7 +73,7 @@ type metricsEntry struct {
 }
 
 // NewRisk checks the configured limits and returns a Risk over the flow_risk bucket.
-func NewRisk(kv jetstream.KeyValue, ctrl *Controller, pub HaltPublisher, cfg RiskConfig, log zerolog.Logger) (*Risk, error) {
+func NewRisk(kv jetstream.KeyValue, ctrl *emergency.Controller, pub HaltPublisher, cfg RiskConfig, log zerolog.Logger) (*Risk, error) {
 	if cfg.ReservationTTL <= 0 {
 		cfg.ReservationTTL = DefaultReservationTTL
 	}
@@ -192,7 +193,7 @@ func (r *Risk) applyEntry(ctx context.Context, e jetstream.KeyValueEntry) {
 // applicable returns the limits that apply to a bot's metrics, with their scope and a
 // version token of the limits (for deterministic halt message ids).
 func (r *Risk) applicable(m *contract.RiskMetrics) (scopes []string, limits [][]compiledLimit, versions []string) {
-	cover := Scopes{BotID: m.BotID, StrategyID: m.StrategyID}.List()
+	cover := emergency.Scopes{BotID: m.BotID, StrategyID: m.StrategyID}.List()
 	for _, scope := range cover {
 		if base := r.base[scope]; len(base) > 0 {
 			scopes, limits, versions = append(scopes, scope), append(limits, base), append(versions, "cfg")
@@ -248,10 +249,10 @@ func (r *Risk) logUncheckable(b *Breach) {
 
 // halt publishes a halt for the breach's scope unless it is already halted.
 func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
-	if st := r.ctrl.Board().Get(b.Scope); st.State == Halted {
+	if st := r.ctrl.Board().Get(b.Scope); st.State == emergency.Halted {
 		return nil
 	}
-	cmd := contract.EmergencyCommand{Action: ActionHalt, Reason: b.Reason(), IssuedBy: r.cfg.IssuedBy, IssuedAt: r.now().UTC()}
+	cmd := contract.EmergencyCommand{Action: emergency.ActionHalt, Reason: b.Reason(), IssuedBy: r.cfg.IssuedBy, IssuedAt: r.now().UTC()}
 	data, err := json.Marshal(cmd)
 	if err != nil {
 		return err
