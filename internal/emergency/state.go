@@ -1,7 +1,8 @@
 // Package emergency is the emergency controller: it follows the emergency stream
 // (halt, pause, resume per scope), cancels in-flight executions a halt covers, answers
-// "can operate" and "can trade", fails closed when it cannot confirm the current
-// state, and turns breached risk limits into halts.
+// "can operate" and "can trade", and fails closed when it cannot confirm the current
+// state or the stream was recreated. Risk limits, which halt scopes through it, are
+// in package risk.
 package emergency
 
 import (

@@ -1,3 +1,7 @@
+// Package risk keeps the pre-trade risk controls: limits (limits.go), bots'
+// metrics and the trading day, and the exposure orders reserve before they are
+// published (reserve.go). A breached limit with auto_halt halts its scope through
+// package emergency.
 package risk
 
 import (
