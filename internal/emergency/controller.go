@@ -64,6 +64,7 @@ type Controller struct {
 	lastOK    time.Time // when the follower was last confirmed caught up
 	watches   map[*watch]struct{}
 	onChange  []func(ScopeState)
+	changed   chan struct{} // closed and replaced at each command and confirmation
 }
 
 type watch struct {
@@ -79,7 +80,7 @@ func New(js jetstream.JetStream, cfg Config, log zerolog.Logger) *Controller {
 	if cfg.Subjects.Prefix == "" {
 		cfg.Subjects.Prefix = contract.DefaultPrefix
 	}
-	return &Controller{js: js, cfg: cfg, log: log, now: time.Now, board: Board{}, watches: map[*watch]struct{}{}}
+	return &Controller{js: js, cfg: cfg, log: log, now: time.Now, board: Board{}, watches: map[*watch]struct{}{}, changed: make(chan struct{})}
 }
 
 // OnChange registers fn to be called with a scope's new state after each command
@@ -88,6 +89,20 @@ func (c *Controller) OnChange(fn func(ScopeState)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.onChange = append(c.onChange, fn)
+}
+
+// Changed returns a channel that is closed when a command is applied or the state
+// is confirmed after it was not: who waits for the state to be confirmed, or a
+// scope to change, takes the channel, checks, then waits on it.
+func (c *Controller) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+func (c *Controller) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
 }
 
 // Ready reports whether the state is loaded and confirmed.
@@ -298,7 +313,11 @@ func (c *Controller) confirm(ctx context.Context, stream jetstream.Stream, start
 	case !info.Created.Equal(c.created) || info.State.LastSeq < c.processed:
 		return errResync
 	case info.State.LastSeq <= c.processed:
+		wasFresh := c.freshLocked()
 		c.lastOK = asked
+		if !wasFresh {
+			c.notifyLocked()
+		}
 	case stale:
 		return fmt.Errorf("%w: applied up to %d, stream at %d", errResync, c.processed, info.State.LastSeq)
 	}
@@ -318,6 +337,7 @@ func (c *Controller) apply(msg jetstream.Msg) {
 	}
 	c.processed = meta.Sequence.Stream
 	scope := c.board.ApplyMessage(strings.TrimPrefix(msg.Subject(), c.cfg.Subjects.Emergency("")), msg.Data(), meta.Sequence.Stream)
+	c.notifyLocked()
 	st := c.board.Get(scope)
 	ev := c.log.Info()
 	if st.State != Active {

@@ -119,6 +119,7 @@ func (w *Worker) duplicate(ctx context.Context, d *delivery) consumer.Outcome {
 func (w *Worker) awaitOperable(ctx context.Context, scopes emergency.Scopes) error {
 	logged := false
 	for {
+		changed := w.ctrl.Changed()
 		err := w.ctrl.CanOperate(scopes)
 		if !errors.Is(err, emergency.ErrStale) {
 			return err
@@ -127,12 +128,10 @@ func (w *Worker) awaitOperable(ctx context.Context, scopes emergency.Scopes) err
 			zerolog.Ctx(ctx).Warn().Msg("emergency state unconfirmed; holding the request until it is")
 			logged = true
 		}
-		t := time.NewTimer(50 * time.Millisecond)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return context.Cause(ctx)
-		case <-t.C:
+		case <-changed:
 		}
 	}
 }

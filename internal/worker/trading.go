@@ -45,10 +45,8 @@ type guard struct {
 	store *kvstate.Store
 }
 
-// staleCheckInterval is how often a waiting provider node checks the emergency state.
-const staleCheckInterval = 50 * time.Millisecond
-
 func (g guard) CanOperate(ctx context.Context, x *executor.Execution, sideEffects bool) error {
+	changed := g.ctrl.Changed()
 	err := g.ctrl.CanOperate(scopesOf(x))
 	if !sideEffects {
 		if errors.Is(err, emergency.ErrStale) {
@@ -61,13 +59,12 @@ func (g guard) CanOperate(ctx context.Context, x *executor.Execution, sideEffect
 			zerolog.Ctx(ctx).Warn().Msg("emergency state unconfirmed; the next node calls an outside service and waits until it is confirmed")
 			logged = true
 		}
-		t := time.NewTimer(staleCheckInterval)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return context.Cause(ctx)
-		case <-t.C:
+		case <-changed:
 		}
+		changed = g.ctrl.Changed()
 	}
 	if err != nil {
 		return err

@@ -290,18 +290,19 @@ var (
 // awaitEmergencyState waits until the emergency state is loaded: a worker started
 // during a halt must never run anything.
 func (w *Worker) awaitEmergencyState(ctx context.Context) {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	logged := time.Now()
-	for !w.ctrl.Ready() {
+	logEvery := time.NewTicker(5 * time.Second)
+	defer logEvery.Stop()
+	for {
+		changed := w.ctrl.Changed()
+		if w.ctrl.Ready() {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-		}
-		if time.Since(logged) > 5*time.Second {
+		case <-changed:
+		case <-logEvery.C:
 			w.log.Warn().Msg("waiting for the emergency state before taking requests")
-			logged = time.Now()
 		}
 	}
 }
