@@ -541,6 +541,10 @@ func TestEmergencyInitRacingAStartingWorkerRunsNothing(t *testing.T) {
 			if st.Status != contract.StatusHalted || st.Error == nil || !strings.Contains(st.Error.Message, "recreated") {
 				t.Fatalf("request on the empty recreated stream: %s %+v", st.Status, st.Error)
 			}
+			// The publisher's status shows the state the workers enforce.
+			if board, err := h.client.Board(h.ctx); err != nil || board.Get("global").State != emergency.Halted {
+				t.Fatalf("board of the empty recreated stream: %+v %v", board.Get("global"), err)
+			}
 			// A halt of another scope does not lift it; only a global resume does.
 			h.command("bot.b9", emergency.ActionHalt, "unrelated")
 			again := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b1"})

@@ -93,10 +93,21 @@ func (c *Client) History(ctx context.Context, scope string) ([]Command, error) {
 }
 
 // Board returns the state of every scope that received a command, computed as the
-// workers compute it.
+// workers compute it: a recreated emergency stream starts with a global halt.
 func (c *Client) Board(ctx context.Context) (emergency.Board, error) {
 	b := emergency.Board{}
-	err := c.readAll(ctx, contract.StreamEmergency, c.subjects.EmergencyAll(), func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
+	stream, err := c.js.Stream(ctx, contract.StreamEmergency)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamEmergency, err)
+	}
+	recreated, err := emergency.Recreated(ctx, c.js, stream)
+	if err != nil {
+		return nil, err
+	}
+	if recreated {
+		b.SeedRecreated()
+	}
+	err = c.readAll(ctx, contract.StreamEmergency, c.subjects.EmergencyAll(), func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
 		b.ApplyMessage(strings.TrimPrefix(m.Subject(), c.subjects.Emergency("")), m.Data(), meta.Sequence.Stream)
 	})
 	return b, err

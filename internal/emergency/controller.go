@@ -214,7 +214,7 @@ func (c *Controller) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open stream %s: %w", contract.StreamEmergency, err)
 	}
-	recreated, err := c.recreated(ctx, stream)
+	recreated, err := Recreated(ctx, c.js, stream)
 	if err != nil {
 		return err
 	}
@@ -227,7 +227,7 @@ func (c *Controller) follow(ctx context.Context) error {
 		// Nothing is confirmed of the new stream until the follower catches up.
 		c.board, c.processed, c.created, c.lastOK = Board{}, 0, created, time.Time{}
 		if recreated {
-			c.board.Apply(ScopeGlobal, contract.EmergencyCommand{Action: ActionHalt, Reason: RecreatedReason}, 0)
+			c.board.SeedRecreated()
 		}
 	}
 	cfg := jetstream.OrderedConsumerConfig{
@@ -269,16 +269,17 @@ func (c *Controller) follow(ctx context.Context) error {
 // stream stands for until a resume of scope global is stored in it.
 const RecreatedReason = "the emergency stream was recreated, and the halts it held are unknown: trading stays halted until an operator checks and resumes scope global"
 
-// recreated reports whether the emergency stream is not the one provisioned with
+// Recreated reports whether the emergency stream is not the one provisioned with
 // the other streams: it carries the mark of `emergency init`, or it was created
 // after FLOW_EXEC (provisioning creates it first). Such a stream counts as a global
-// halt until a global resume is stored: its earlier halts are gone.
-func (c *Controller) recreated(ctx context.Context, stream jetstream.Stream) (bool, error) {
+// halt until a global resume is stored (see SeedRecreated): its earlier halts are
+// gone.
+func Recreated(ctx context.Context, js jetstream.StreamManager, stream jetstream.Stream) (bool, error) {
 	info := stream.CachedInfo()
 	if _, ok := info.Config.Metadata[contract.MetadataRecreated]; ok {
 		return true, nil
 	}
-	exec, err := c.js.Stream(ctx, contract.StreamExec)
+	exec, err := js.Stream(ctx, contract.StreamExec)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return false, nil // a fresh deployment, provisioning in progress
 	}
@@ -286,6 +287,12 @@ func (c *Controller) recreated(ctx context.Context, stream jetstream.Stream) (bo
 		return false, fmt.Errorf("open stream %s: %w", contract.StreamExec, err)
 	}
 	return info.Created.After(exec.CachedInfo().Created), nil
+}
+
+// SeedRecreated starts the board of a recreated emergency stream with the global
+// halt it stands for, before any of its commands is applied.
+func (b Board) SeedRecreated() {
+	b.Apply(ScopeGlobal, contract.EmergencyCommand{Action: ActionHalt, Reason: RecreatedReason}, 0)
 }
 
 // confirm checks the stream's last sequence against the last applied command. It

@@ -175,7 +175,7 @@ func sameHostRedirect(req *http.Request, via []*http.Request) error {
 		return fmt.Errorf("%w: %s redirected to %s://%s, another host; http nodes follow redirects only within the host they call: call %s directly if it is meant",
 			ErrEgressRefused, first.Host, req.URL.Scheme, req.URL.Host, req.URL.Host)
 	}
-	if len(via) >= maxRedirects {
+	if len(via) > maxRedirects {
 		return fmt.Errorf("%s: stopped after %d redirects", first.Host, maxRedirects)
 	}
 	return nil

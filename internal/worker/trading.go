@@ -23,7 +23,8 @@ const (
 	KindRiskLimit        = "risk_limit"
 	KindEmergencyUnknown = "emergency_state_unknown"
 	KindOrderUnknown     = "order_state_unknown"
-	// KindRiskUnknown: the risk limits are not loaded yet; the order is retried.
+	// KindRiskUnknown: the risk limits are not loaded yet, or the order's exposure
+	// could not be reserved; the order is retried.
 	KindRiskUnknown = "risk_state_unknown"
 )
 
