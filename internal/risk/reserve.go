@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/schemas"
 )
 
 // DefaultReservationTTL is how long an order's reserved exposure counts when no
@@ -47,7 +48,11 @@ func (r *Risk) reserve(ctx context.Context, o *contract.OrderIntent, allowed fun
 		case err != nil:
 			return fmt.Errorf("%w: read %s: %v", ErrReserve, key, err)
 		default:
-			if err := json.Unmarshal(e.Value(), &held); err != nil {
+			err := schemas.ValidateJSON(schemas.RiskReservations, e.Value())
+			if err == nil {
+				err = json.Unmarshal(e.Value(), &held)
+			}
+			if err != nil {
 				return fmt.Errorf("%w: decode %s: %v; delete the key (nats kv del %s %s) to reset it", ErrReserve, key, err, contract.BucketRisk, key)
 			}
 			rev = e.Revision()

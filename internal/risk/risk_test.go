@@ -16,6 +16,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/natstest"
+	"github.com/flowguard/flowguard/schemas"
 )
 
 // newTestRisk is a Risk with configured limits over a flow_risk bucket of its own
@@ -76,7 +77,7 @@ func TestOrdersWaitUntilTheRiskLimitsAreLoaded(t *testing.T) {
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	buy := &contract.OrderIntent{BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 1, ReferencePrice: 65000}
+	buy := &contract.OrderIntent{ClientOrderID: "x.buy", BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 1, ReferencePrice: 65000}
 	ready := func(want bool) {
 		t.Helper()
 		natstest.WaitFor(t, 5*time.Second, func() error {
@@ -215,6 +216,9 @@ func TestConcurrentOrdersReserveExposureAtomically(t *testing.T) {
 	e, err := kv.Get(context.Background(), contract.RiskReservationsKey("b1"))
 	if err != nil || !strings.Contains(string(e.Value()), `"client_order_id":"x`) {
 		t.Fatalf("reservations: %v", err)
+	}
+	if err := schemas.ValidateJSON(schemas.RiskReservations, e.Value()); err != nil {
+		t.Errorf("reservations do not match their schema: %v", err)
 	}
 	var held contract.Reservations
 	_ = json.Unmarshal(e.Value(), &held)
