@@ -124,8 +124,12 @@ func TestBotCannotRunAnInlineWorkflowByDefault(t *testing.T) {
 // a pause, a halt or a risk limit stops it before its call.
 func TestHTTPOrderNodesArePausedHaltedAndLimited(t *testing.T) {
 	var calls atomic.Int32
-	exchange := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+	exchange := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
+		if r.URL.Query().Get("refuse") == "true" {
+			http.Error(w, `{"msg": "insufficient balance"}`, http.StatusBadRequest)
+			return
+		}
 		_, _ = w.Write([]byte(`{"status": "NEW"}`))
 	}))
 	defer exchange.Close()
@@ -134,7 +138,7 @@ func TestHTTPOrderNodesArePausedHaltedAndLimited(t *testing.T) {
 		c.RiskLimits = map[string][]contract.RiskLimit{"bot.b1": {{ID: "btc-size", Type: contract.LimitPositionSize, Symbol: "BTCUSDT", Threshold: 2}}}
 	})
 	h.deploy(`{"id": "http-order", "nodes": [{"id": "place", "type": "http", "provider": "exchange", "config": {
-	  "method": "POST", "url": "` + exchange.URL + `/order", "idempotent": true, "side_effect": "order",
+	  "method": "POST", "url": "` + exchange.URL + `/order", "query": {"refuse": "${inputs.refuse == true}"}, "idempotent": true, "side_effect": "order",
 	  "order": {"symbol": "'BTCUSDT'", "side": "'buy'", "quantity": "inputs.qty", "reference_price": "65000"},
 	  "body": {"qty": "${inputs.qty}"}}}]}`)
 	run := func(bot string, qty float64) *contract.Status {
@@ -148,12 +152,21 @@ func TestHTTPOrderNodesArePausedHaltedAndLimited(t *testing.T) {
 	if st := run("b1", 5); st.Error == nil || st.Error.Kind != worker.KindRiskLimit || calls.Load() != 1 {
 		t.Fatalf("over the limit: %s %+v, %d calls", st.Status, st.Error, calls.Load())
 	}
+	// An order the exchange refuses was not placed: its reservation is released,
+	// and the limit's room is there for the next.
+	id := h.submit(&contract.Request{WorkflowID: "http-order", BotID: "b1", Inputs: map[string]any{"qty": 1, "refuse": true}})
+	if st := h.waitStatus("http-order", id, 15*time.Second); st.Error == nil || st.Error.Kind != nodes.KindHTTPStatus || calls.Load() != 2 {
+		t.Fatalf("refused by the exchange: %s %+v, %d calls", st.Status, st.Error, calls.Load())
+	}
+	if st := run("b1", 1); st.Status != contract.StatusCompleted || calls.Load() != 3 {
+		t.Fatalf("within the limit after a refused order: %s %+v, %d calls", st.Status, st.Error, calls.Load())
+	}
 	h.command("bot.b2", "pause", "reduce only")
-	if st := run("b2", 1); st.Error == nil || st.Error.Kind != worker.KindTradingPaused || calls.Load() != 1 {
+	if st := run("b2", 1); st.Error == nil || st.Error.Kind != worker.KindTradingPaused || calls.Load() != 3 {
 		t.Fatalf("paused: %s %+v, %d calls", st.Status, st.Error, calls.Load())
 	}
 	h.command("bot.b2", "halt", "stop")
-	if st := run("b2", 1); st.Status != contract.StatusHalted || calls.Load() != 1 {
+	if st := run("b2", 1); st.Status != contract.StatusHalted || calls.Load() != 3 {
 		t.Fatalf("halted: %s %+v, %d calls", st.Status, st.Error, calls.Load())
 	}
 }

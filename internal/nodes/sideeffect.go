@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
 
@@ -45,7 +46,14 @@ func gateOrder(r *httpRunner, n workflow.Node, sideEffect string, order json.Raw
 	return &orderGate{httpRunner: r, order: o.(*orderRunner)}, nil
 }
 
-// Run checks the order with the desk, then makes the call.
+// orderReleaser releases the exposure an order reserved when it was not placed.
+type orderReleaser interface {
+	ReleaseOrder(ctx context.Context, o *contract.OrderIntent) error
+}
+
+// Run checks the order with the desk, then makes the call. When the provider
+// refused it (a 4xx other than 408 and 429), the order was not placed: its
+// reserved exposure is released.
 func (g *orderGate) Run(ctx context.Context, in Input) (Result, error) {
 	if g.order.desk == nil {
 		return Result{}, Permanent(KindNode, errors.New("the http node type was registered without an order desk; only a worker runs http nodes that place orders"))
@@ -57,5 +65,11 @@ func (g *orderGate) Run(ctx context.Context, in Input) (Result, error) {
 	if err := g.order.desk.CheckOrder(ctx, o); err != nil {
 		return Result{}, err
 	}
-	return g.httpRunner.Run(ctx, in)
+	res, err := g.httpRunner.Run(ctx, in)
+	if rel, ok := g.order.desk.(orderReleaser); ok && KindOf(err) == KindHTTPStatus && !IsTransient(err) {
+		if rerr := rel.ReleaseOrder(context.WithoutCancel(ctx), o); rerr != nil {
+			err = fmt.Errorf("%w (and releasing its reserved exposure failed: %v)", err, rerr)
+		}
+	}
+	return res, err
 }

@@ -86,6 +86,44 @@ func (r *Risk) reserve(ctx context.Context, o *contract.OrderIntent, allowed fun
 	return fmt.Errorf("%w: %s changed %d times while this order was checked", ErrReserve, key, maxReserveAttempts)
 }
 
+// Release removes an order's reservation once its outcome is known and it was
+// not placed (an exchange refused the call): its exposure no longer counts.
+// Releasing an order that holds no reservation does nothing.
+func (r *Risk) Release(ctx context.Context, botID, clientOrderID string) error {
+	unlock := r.lockBot(botID)
+	defer unlock()
+	key := contract.RiskReservationsKey(botID)
+	for range maxReserveAttempts {
+		e, err := r.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", key, err)
+		}
+		var held contract.Reservations
+		if err := json.Unmarshal(e.Value(), &held); err != nil {
+			return fmt.Errorf("decode %s: %w", key, err)
+		}
+		n := len(held.Orders)
+		held.Orders = slices.DeleteFunc(held.Orders, func(h contract.Reservation) bool { return h.ClientOrderID == clientOrderID })
+		if len(held.Orders) == n {
+			return nil
+		}
+		data, err := json.Marshal(held)
+		if err != nil {
+			return err
+		}
+		if _, err = r.kv.Update(ctx, key, data, e.Revision()); err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return fmt.Errorf("write %s: %w", key, err)
+		}
+	}
+	return fmt.Errorf("release %s in %s: it changed %d times meanwhile; the reservation lapses after its TTL", clientOrderID, key, maxReserveAttempts)
+}
+
 // live drops the reservations that no longer count: settled, because the bot's
 // metrics were updated after the order was reserved (its fill is reported there),
 // or expired after the reservation TTL.

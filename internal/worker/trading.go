@@ -102,9 +102,17 @@ type tradeGate interface {
 	CanTrade(s emergency.Scopes, reduceOnly bool) error
 }
 
-// orderChecker checks an order against the risk limits (risk.Risk).
+// orderChecker checks an order against the risk limits and reserves its exposure,
+// and releases the reservation of an order that was not placed (risk.Risk).
 type orderChecker interface {
 	CheckOrder(ctx context.Context, o *contract.OrderIntent) error
+	Release(ctx context.Context, botID, clientOrderID string) error
+}
+
+// ReleaseOrder releases the exposure an order reserved, once it is known that it
+// was not placed.
+func (d desk) ReleaseOrder(ctx context.Context, o *contract.OrderIntent) error {
+	return d.risk.Release(ctx, o.BotID, o.ClientOrderID)
 }
 
 func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {

@@ -18,6 +18,7 @@ func (openGate) CanTrade(emergency.Scopes, bool) error { return nil }
 type refusing struct{ err error }
 
 func (r refusing) CheckOrder(context.Context, *contract.OrderIntent) error { return r.err }
+func (refusing) Release(context.Context, string, string) error             { return nil }
 
 // Risk limits not loaded yet are a transient refusal (the order node retries); a
 // breached limit is permanent.
