@@ -269,8 +269,9 @@ func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
 }
 
 // CheckOrder evaluates the limits covering an order's bot with the order included,
-// and the orders of the bot reserved before it that its metrics do not show yet;
-// an order that passes is reserved in turn (see reserve). Reduce-only orders are
+// and, when a limit reads positions, the orders of the bot reserved before it that
+// its metrics do not show yet; an order that passes is then reserved in turn (see
+// reserve). Reduce-only orders are
 // exempt: they lower exposure. A breach returns a *RiskError, after halting the
 // limit's scope when the limit has auto_halt. An order without a price under a
 // notional position limit is refused with a *RiskError too, without a halt: it
@@ -286,11 +287,15 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	}
 	var breach *Breach
 	var unpriced bool
-	if err := r.reserve(ctx, o, func(held []contract.Reservation) bool {
-		breach, unpriced = r.checkWith(o, held)
-		return breach == nil
-	}); err != nil {
-		return err
+	if r.exposureLimited(o) {
+		if err := r.reserve(ctx, o, func(held []contract.Reservation) bool {
+			breach, unpriced = r.checkWith(o, held)
+			return breach == nil
+		}); err != nil {
+			return err
+		}
+	} else {
+		breach, unpriced = r.checkWith(o, nil)
 	}
 	switch {
 	case breach == nil:
@@ -306,6 +311,23 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 		return fmt.Errorf("%w (and publishing its halt failed: %v)", &RiskError{Breach: breach}, err)
 	}
 	return &RiskError{Breach: breach, Halted: true}
+}
+
+// exposureLimited reports whether a limit covering the order's bot reads
+// positions (a position_size or custom limit): only then can orders racing pass it
+// together, and only then is the order's exposure reserved.
+func (r *Risk) exposureLimited(o *contract.OrderIntent) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, limits, _ := r.applicable(&contract.RiskMetrics{BotID: o.BotID, StrategyID: o.StrategyID})
+	for _, ls := range limits {
+		for _, l := range ls {
+			if l.Type == contract.LimitPositionSize || l.Type == contract.LimitCustom {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // checkWith returns the first limit the order breaches with the held reservations
