@@ -35,6 +35,7 @@ const (
 	OrderMark        = "order-mark"
 	RiskLimits       = "risk-limits"
 	RiskMetrics      = "risk-metrics"
+	RiskReservations = "risk-reservations"
 	BreakerState     = "breaker-state"
 	BreakerOverride  = "breaker-override"
 	RateLimits       = "rate-limits"

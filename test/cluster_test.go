@@ -143,7 +143,7 @@ func newCluster(t *testing.T) *cluster {
 	url := strings.Join(c.urls, ",")
 	reconnect := []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)}
 	c.operator = harnessOn(t, connectAs(t, url, "operator", reconnect...))
-	c.bot = harnessOn(t, connectAs(t, url, "bot", reconnect...))
+	c.bot = harnessOn(t, connectAs(t, url, "b1", reconnect...))
 	natstest.WaitFor(t, 60*time.Second, func() error {
 		_, err := c.operator.js.AccountInfo(ctx)
 		return err
@@ -565,23 +565,23 @@ func TestCluster(t *testing.T) {
 		op := c.operator.on(t)
 		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-roles", "10ms"))
 		before := len(op.messages(contract.StreamEmergency, "flow.emergency.>"))
-		code, out := c.publisher(t, "bot", "halt", "--reason", "a bot tries")
+		code, out := c.publisher(t, "b1", "halt", "--reason", "a bot tries")
 		if code != 7 || !strings.Contains(out, `Permissions Violation for Publish to "flow.emergency.global"`) {
 			t.Errorf("bot halt: exit %d\n%s", code, out)
 		}
 		if after := len(op.messages(contract.StreamEmergency, "flow.emergency.>")); after != before {
 			t.Errorf("the bot's command was stored: %d commands, %d before", after, before)
 		}
-		code, out = c.publisher(t, "operator", "halt", "--scope", "bot.cl-bot", "--reason", "operator halt")
+		code, out = c.publisher(t, "operator", "halt", "--scope", "bot.b2", "--reason", "operator halt")
 		if code != 0 {
 			t.Fatalf("operator halt: exit %d\n%s", code, out)
 		}
-		t.Cleanup(func() { op.command("bot.cl-bot", "resume", "container test done") })
-		code, out = c.publisher(t, "bot", "run", "cl-roles", "--bot", "cl-bot", "--wait")
+		t.Cleanup(func() { op.command("bot.b2", "resume", "container test done") })
+		code, out = c.publisher(t, "b2", "run", "cl-roles", "--bot", "b2", "--wait")
 		if code != exitHaltedCode || !strings.Contains(out, "execution_halted") {
 			t.Errorf("bot run --wait after the operator's halt: exit %d\n%s", code, out)
 		}
-		if code, out = c.publisher(t, "bot", "run", "cl-roles", "--bot", "b1", "--wait"); code != 0 {
+		if code, out = c.publisher(t, "b1", "run", "cl-roles", "--bot", "b1", "--wait"); code != 0 {
 			t.Errorf("another bot's run: exit %d\n%s", code, out)
 		}
 	})

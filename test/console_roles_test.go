@@ -17,8 +17,8 @@ import (
 
 	"github.com/flowguard/flowguard/internal/console"
 	"github.com/flowguard/flowguard/internal/contract"
-	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natstest"
+	"github.com/flowguard/flowguard/internal/risk"
 )
 
 const consoleToken = "roles-test-console-token"
@@ -115,7 +115,7 @@ func TestConsoleRolesWatchAndActWithoutAViolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	loss := -10.0
-	if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, emergency.TradingDay{}); err != nil {
+	if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, risk.TradingDay{}); err != nil {
 		t.Fatal(err)
 	}
 	h.command("bot.b2", "pause", "roles test")

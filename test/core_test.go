@@ -235,20 +235,22 @@ func TestTwoWorkersShareRequestsEachExecutedOnce(t *testing.T) {
 
 func TestBadInputIsDeadLetteredAndTheWorkerGoesOn(t *testing.T) {
 	h := newHarness(t)
-	h.startWorker("w1", func(c *worker.Config) { c.MaxRequestBytes = 2048 })
+	h.startWorker("w1", func(c *worker.Config) { c.MaxRequestBytes, c.Inline.Enabled = 2048, true })
 	h.deploy(twoStepWorkflow)
 
 	past := time.Now().Add(-time.Minute).UTC().Format(time.RFC3339)
 	cases := []struct {
 		name, subject, body, kind string
 	}{
-		{"malformed JSON", "flow.exec.two-step", `{"workflow_id": "two-step",`, contract.KindInvalidRequest},
-		{"schema violation", "flow.exec.two-step", `{"workflow_id": "two-step", "bot_id": "no spaces allowed"}`, contract.KindInvalidRequest},
-		{"subject mismatch", "flow.exec.two-step", `{"workflow_id": "other"}`, contract.KindInvalidRequest},
-		{"unknown workflow", "flow.exec.missing", `{"workflow_id": "missing"}`, contract.KindUnknownWorkflow},
-		{"invalid inline workflow", "flow.exec.inline", `{"workflow_id": "inline", "workflow": {"id": "inline", "nodes": [{"id": "a", "type": "transform", "depends_on": ["a"], "config": {"outputs": {"x": "1"}}}]}}`, contract.KindInvalidWorkflow},
-		{"oversized", "flow.exec.two-step", `{"workflow_id": "two-step", "inputs": {"blob": "` + strings.Repeat("x", 4096) + `"}}`, contract.KindOversized},
-		{"stale", "flow.exec.two-step", `{"workflow_id": "two-step", "not_after": "` + past + `"}`, contract.KindStale},
+		{"malformed JSON", "flow.exec.two-step._", `{"workflow_id": "two-step",`, contract.KindInvalidRequest},
+		{"schema violation", "flow.exec.two-step._", `{"workflow_id": "two-step", "bot_id": "no spaces allowed"}`, contract.KindInvalidRequest},
+		{"subject mismatch", "flow.exec.two-step._", `{"workflow_id": "other"}`, contract.KindInvalidRequest},
+		{"bot mismatch", "flow.exec.two-step.b1", `{"workflow_id": "two-step", "bot_id": "b2"}`, contract.KindInvalidRequest},
+		{"subject without a bot token", "flow.exec.two-step", `{"workflow_id": "two-step"}`, contract.KindInvalidRequest},
+		{"unknown workflow", "flow.exec.missing._", `{"workflow_id": "missing"}`, contract.KindUnknownWorkflow},
+		{"invalid inline workflow", "flow.exec.inline._", `{"workflow_id": "inline", "workflow": {"id": "inline", "nodes": [{"id": "a", "type": "transform", "depends_on": ["a"], "config": {"outputs": {"x": "1"}}}]}}`, contract.KindInvalidWorkflow},
+		{"oversized", "flow.exec.two-step._", `{"workflow_id": "two-step", "inputs": {"blob": "` + strings.Repeat("x", 4096) + `"}}`, contract.KindOversized},
+		{"stale", "flow.exec.two-step._", `{"workflow_id": "two-step", "not_after": "` + past + `"}`, contract.KindStale},
 	}
 	seqs := map[uint64]int{} // stream sequence -> case
 	for i, tc := range cases {

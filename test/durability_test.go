@@ -337,7 +337,7 @@ func TestResumeOnAPurgedWorkflowVersionSaysSo(t *testing.T) {
 		t.Fatal(err)
 	}
 	data, _ := json.Marshal(contract.Request{WorkflowID: "quick", RequestID: "old-1"})
-	h.publishRaw("flow.exec.quick", data, nil)
+	h.publishRaw("flow.exec.quick._", data, nil)
 	st = h.waitStatus("quick", "old-1", 10*time.Second)
 	if st.Error == nil || st.Error.Kind != contract.KindWorkflowVersionGone {
 		t.Fatalf("status %s %+v, want rejected with kind %s", st.Status, st.Error, contract.KindWorkflowVersionGone)

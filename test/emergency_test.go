@@ -15,6 +15,7 @@ import (
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natstest"
 	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/risk"
 	"github.com/flowguard/flowguard/internal/worker"
 	"github.com/flowguard/flowguard/schemas"
 )
@@ -194,13 +195,13 @@ func TestBreachedRiskLimitHaltsOnceAcrossWorkers(t *testing.T) {
 		t.Fatal(err)
 	}
 	loss := -1500.0
-	if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, emergency.TradingDay{}); err != nil {
+	if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, risk.TradingDay{}); err != nil {
 		t.Fatal(err)
 	}
 	var halts []contract.EmergencyCommand
 	natstest.WaitFor(t, 10*time.Second, func() error {
 		halts = nil
-		for _, m := range h.messages(contract.StreamEmergency, "flow.emergency.bot.b1") {
+		for _, m := range h.messages(contract.StreamEmergency, "flow.emergency.auto.bot.b1") {
 			halts = append(halts, emergency.DecodeCommand(m.Data()))
 		}
 		if len(halts) == 0 {
@@ -449,22 +450,22 @@ func TestReplayedRiskUpdateAddsItsPnLOnce(t *testing.T) {
 		}
 		return nil
 	})
-	risk, err := h.client.Risk(h.ctx)
+	state, err := h.client.Risk(h.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m := risk.Metrics["b1"]; m == nil || m.DailyPnL != -100 {
+	if m := state.Metrics["b1"]; m == nil || m.DailyPnL != -100 {
 		t.Fatalf("metrics %+v, want a daily PnL of -100 after the replay", m)
 	}
 
 	// The publisher's reports are deduplicated when they carry an id, only then.
 	loss := -50.0
 	for range 2 {
-		if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{ID: "report-1", PnL: &loss}, emergency.TradingDay{}); err != nil {
+		if _, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{ID: "report-1", PnL: &loss}, risk.TradingDay{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	m, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, emergency.TradingDay{})
+	m, err := h.client.ReportMetrics(h.ctx, "b1", contract.RiskUpdate{PnL: &loss}, risk.TradingDay{})
 	if err != nil || m.DailyPnL != -200 {
 		t.Fatalf("metrics %+v, %v; want a daily PnL of -200", m, err)
 	}
@@ -503,4 +504,96 @@ func TestRiskLimitsOfAWorkflowScopeAreRefused(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A recreated emergency stream has lost its halts: every worker counts it as a
+// global halt until a global resume is stored, so that none runs anything in the
+// window between `emergency init` creating the stream and storing its halt, nor
+// on a stream someone recreated by hand. The window is held open here: the
+// stream exists, empty, while a worker starts.
+func TestEmergencyInitRacingAStartingWorkerRunsNothing(t *testing.T) {
+	for _, how := range []string{"emergency init", "by hand"} {
+		t.Run(how, func(t *testing.T) {
+			h := newHarness(t)
+			stop := h.startWorker("w1", nil)
+			h.deploy(quickWorkflow)
+			stop()
+			if err := h.js.DeleteStream(h.ctx, contract.StreamEmergency); err != nil {
+				t.Fatal(err)
+			}
+			waiting := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b1"})
+			if how == "emergency init" {
+				// The first half of InitEmergency: the halt is not stored yet.
+				if err := provision.CreateEmergency(h.ctx, h.js, provision.Config{}); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				pc := provision.Config{}
+				if err := pc.Validate(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := h.js.CreateStream(h.ctx, provision.Streams(pc)[0]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			h.startWorker("w2", nil)
+			st := h.waitStatus("quick", waiting, 15*time.Second)
+			if st.Status != contract.StatusHalted || st.Error == nil || !strings.Contains(st.Error.Message, "recreated") {
+				t.Fatalf("request on the empty recreated stream: %s %+v", st.Status, st.Error)
+			}
+			// The publisher's status shows the state the workers enforce.
+			if board, err := h.client.Board(h.ctx); err != nil || board.Get("global").State != emergency.Halted {
+				t.Fatalf("board of the empty recreated stream: %+v %v", board.Get("global"), err)
+			}
+			// A halt of another scope does not lift it; only a global resume does.
+			h.command("bot.b9", emergency.ActionHalt, "unrelated")
+			again := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b1"})
+			if st := h.waitStatus("quick", again, 15*time.Second); st.Status != contract.StatusHalted {
+				t.Fatalf("after a halt of bot.b9: %s", st.Status)
+			}
+			h.command("global", emergency.ActionResume, "checked")
+			after := h.submit(&contract.Request{WorkflowID: "quick", BotID: "b1"})
+			if st := h.waitStatus("quick", after, 15*time.Second); st.Status != contract.StatusCompleted {
+				t.Fatalf("after the resume: %s %+v", st.Status, st.Error)
+			}
+		})
+	}
+}
+
+// 64 orders of one bot at once, on two workers, where its position limit allows
+// 10: each reserves its exposure before it is published, so at most 10 intents
+// are stored, however the orders race.
+func TestConcurrentOrdersOfOneBotNeverPassALimitTogether(t *testing.T) {
+	h := newHarness(t)
+	// Limits from the workers' configuration apply from their start.
+	limit := contract.RiskLimit{ID: "btc-size", Type: contract.LimitPositionSize, Symbol: "BTCUSDT", Threshold: 10}
+	for _, id := range []string{"w1", "w2"} {
+		h.startWorker(id, func(c *worker.Config) {
+			c.Consumer.Concurrency = 32
+			c.RiskLimits = map[string][]contract.RiskLimit{"bot.b1": {limit}}
+		})
+	}
+	h.deploy(tradeWorkflow)
+	ids := make([]string, 64)
+	for i := range ids {
+		ids[i] = h.submit(&contract.Request{WorkflowID: "trade", BotID: "b1",
+			Inputs: map[string]any{"symbol": "BTCUSDT", "side": "buy", "qty": 1, "price": 65000}})
+	}
+	completed := 0
+	for _, id := range ids {
+		st := h.waitStatus("trade", id, 60*time.Second)
+		switch {
+		case st.Status == contract.StatusCompleted:
+			completed++
+		case st.Error == nil || st.Error.Kind != worker.KindRiskLimit:
+			t.Errorf("%s: %s %+v, want completed or refused by the risk limit", id, st.Status, st.Error)
+		}
+	}
+	orders := len(h.messages(contract.StreamOrders, "flow.orders.b1"))
+	if orders > 10 || orders != completed {
+		t.Fatalf("%d intents stored, %d executions completed; want at most 10, one per completed execution", orders, completed)
+	}
+	if orders == 0 {
+		t.Fatal("no order went through")
+	}
 }

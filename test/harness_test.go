@@ -100,7 +100,9 @@ func (h *harness) startWorkerObj(id string, mutate func(*worker.Config)) (w *wor
 // startWorkerLogging is startWorkerObj with the worker's logger.
 func (h *harness) startWorkerLogging(id string, mutate func(*worker.Config), log zerolog.Logger) (w *worker.Worker, stop func()) {
 	h.t.Helper()
-	cfg := worker.Config{WorkerID: id}
+	// The tests' providers are servers on loopback, which a worker reaches only
+	// when its egress allow-list says so.
+	cfg := worker.Config{WorkerID: id, EgressAllow: []string{"127.0.0.1"}}
 	cfg.NATS.URL = h.srv.URL()
 	cfg.Consumer = consumer.Config{ShutdownGrace: 5 * time.Second}
 	if mutate != nil {
@@ -339,7 +341,7 @@ func (h *harness) redeliverAfterCrash(req *contract.Request, nodeID string) {
 		h.t.Fatal(err)
 	}
 	data, _ := json.Marshal(req)
-	if seq := h.publishRaw(contract.Subjects{Prefix: contract.DefaultPrefix}.Exec(req.WorkflowID), data, nil); seq != st.StreamSeq {
+	if seq := h.publishRaw(contract.Subjects{Prefix: contract.DefaultPrefix}.Exec(req.WorkflowID, req.BotID), data, nil); seq != st.StreamSeq {
 		h.t.Fatalf("request published at %d, expected %d", seq, st.StreamSeq)
 	}
 }

@@ -40,7 +40,7 @@ func TestRequestIDIsNotRunAgainAfterTheDuplicateWindow(t *testing.T) {
 	// Published without Nats-Msg-Id, the stream stores it again, as it would once the
 	// duplicate window has passed; the execution's state still says it ran.
 	data, _ := json.Marshal(req)
-	h.publishRaw("flow.exec.quick", data, nil)
+	h.publishRaw("flow.exec.quick._", data, nil)
 	h.waitAllAcked(10 * time.Second)
 	st, err := h.client.Status(h.ctx, "quick", id)
 	if err != nil || st.Attempt != first.Attempt || !st.FinishedAt.Equal(*first.FinishedAt) {
@@ -65,7 +65,7 @@ func TestADuplicateOfARunningRequestIsNotRunTwice(t *testing.T) {
 	// The same request id again, as a second message (after the duplicate window,
 	// or from a client that sets no Nats-Msg-Id), while the first still runs.
 	data, _ := json.Marshal(req)
-	h.publishRaw("flow.exec.slow-order", data, nil)
+	h.publishRaw("flow.exec.slow-order.b1", data, nil)
 
 	if st := h.waitStatus("slow-order", "dup-1", 15*time.Second); st.Status != contract.StatusCompleted {
 		t.Fatalf("status %s", st.Status)

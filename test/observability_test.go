@@ -44,7 +44,7 @@ func TestHealthReadinessAndMetrics(t *testing.T) {
 	}
 	id := h.submit(&contract.Request{WorkflowID: "two-step", Inputs: map[string]any{"n": 1}})
 	h.waitStatus("two-step", id, 10*time.Second)
-	h.publishRaw("flow.exec.two-step", []byte("not json"), nil)
+	h.publishRaw("flow.exec.two-step._", []byte("not json"), nil)
 	h.command("bot.b9", emergency.ActionHalt, "metrics test")
 
 	natstest.WaitFor(t, 10*time.Second, func() error {
@@ -168,7 +168,7 @@ func TestTraceparentReachesEveryEventAndOrder(t *testing.T) {
 	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 	req := contract.Request{WorkflowID: "trade", BotID: "b1", RequestID: "traced", Inputs: map[string]any{"symbol": "BTCUSDT", "side": "buy", "qty": 0.1, "price": 1}}
 	data, _ := json.Marshal(req)
-	h.publishRaw("flow.exec.trade", data, nats.Header{"traceparent": []string{tp}})
+	h.publishRaw("flow.exec.trade.b1", data, nats.Header{"traceparent": []string{tp}})
 	if st := h.waitStatus("trade", "traced", 10*time.Second); st.Status != contract.StatusCompleted {
 		t.Fatalf("status %s %+v", st.Status, st.Error)
 	}

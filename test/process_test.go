@@ -198,7 +198,7 @@ func TestBreakerCommandsEndToEnd(t *testing.T) {
 		_, _ = w.Write([]byte(`{"price": 64990.5}`))
 	}))
 	defer api.Close()
-	w, publisher := embeddedWorker(t, "--profile", "production", "--breaker-scope", "cluster")
+	w, publisher := embeddedWorker(t, "--profile", "production", "--breaker-scope", "cluster", "--egress-allow", "127.0.0.1")
 	def := filepath.Join(t.TempDir(), "quote.json")
 	if err := os.WriteFile(def, []byte(`{"id": "quote", "nodes": [{"id": "ticker", "type": "http", "provider": "exchange",
 		"config": {"url": "`+api.URL+`/ticker", "outputs": {"price": "body.price"}}}]}`), 0o600); err != nil {

@@ -501,7 +501,7 @@ func TestSecretsNeverReachEventsLogsOrKV(t *testing.T) {
 	logs := &lockedBuffer{}
 	h.startWorkerLogging("w1", func(c *worker.Config) {
 		exactRetries(c)
-		c.Resilience.SecretEnv = []string{"FLOWGUARD_TEST_API_KEY"}
+		c.Resilience.SecretEnv = []string{"FLOWGUARD_TEST_API_KEY@127.0.0.1"}
 		c.Resilience.BreakerScope = contract.BreakerScopeCluster // breaker states go to KV too
 		c.Resilience.Overrides.Breaker = resilience.BreakerSettings{Threshold: 2, OpenTime: time.Minute}
 	}, zerolog.New(logs).Level(zerolog.DebugLevel))

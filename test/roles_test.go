@@ -16,14 +16,15 @@ import (
 	"github.com/flowguard/flowguard/internal/client"
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
-	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natstest"
+	"github.com/flowguard/flowguard/internal/risk"
 	"github.com/flowguard/flowguard/internal/schedule"
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
 // rolePasswords are the passwords of the users of deploy/nats/auth.conf in tests.
-var rolePasswords = map[string]string{"worker": "worker-pw", "bot": "bot-pw", "operator": "operator-pw", "viewer": "viewer-pw", "console": "console-pw"}
+// Bots b1 and b2 are users named by their bot ids.
+var rolePasswords = map[string]string{"worker": "worker-pw", "b1": "b1-pw", "b2": "b2-pw", "operator": "operator-pw", "viewer": "viewer-pw", "console": "console-pw"}
 
 // rolesServer starts a server with the users and permissions the cluster ships.
 func rolesServer(t *testing.T) *natstest.Server {
@@ -92,14 +93,15 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 		}
 	})
 	stopFirst := h.startWorker("w1", asWorker(srv.URL()))
-	hb := harnessOn(t, connectAs(t, srv.URL(), "bot", nats.ErrorHandler(botViolations.handler)))
+	hb := harnessOn(t, connectAs(t, srv.URL(), "b1", nats.ErrorHandler(botViolations.handler)))
+	hb2 := harnessOn(t, connectAs(t, srv.URL(), "b2", nats.ErrorHandler(botViolations.handler)))
 	bot := hb.client
 	ctx := h.ctx
 
 	// Operator: deploy workflows, set and remove risk limits, report metrics.
 	h.deploy(fmt.Sprintf(crashWorkflow, "1s"))
 	h.deploy(`{"id": "book", "nodes": [{"id": "pnl", "type": "risk_update", "config": {"pnl": "inputs.pnl"}}]}`)
-	if err := h.client.SetLimit(ctx, "bot.b9", contract.RiskLimit{ID: "max-loss", Type: contract.LimitDailyLoss, Threshold: 10, AutoHalt: true}); err != nil {
+	if err := h.client.SetLimit(ctx, "bot.b2", contract.RiskLimit{ID: "max-loss", Type: contract.LimitDailyLoss, Threshold: 10, AutoHalt: true}); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.client.SetLimit(ctx, "global", contract.RiskLimit{ID: "spare", Type: contract.LimitDailyLoss, Threshold: 1e9}); err != nil {
@@ -109,7 +111,7 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 		t.Fatal(err)
 	}
 	gain := 1.0
-	if _, err := h.client.ReportMetrics(ctx, "b3", contract.RiskUpdate{PnL: &gain}, emergency.TradingDay{}); err != nil {
+	if _, err := h.client.ReportMetrics(ctx, "b3", contract.RiskUpdate{PnL: &gain}, risk.TradingDay{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -149,9 +151,9 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 		t.Fatalf("resumed execution: %s on %s", st.Status, st.WorkerID)
 	}
 	// A risk_update node writes metrics; the breach makes a worker publish a halt.
-	hb.submit(&contract.Request{WorkflowID: "book", BotID: "b9", Inputs: map[string]any{"pnl": -50}})
+	hb2.submit(&contract.Request{WorkflowID: "book", BotID: "b2", Inputs: map[string]any{"pnl": -50}})
 	natstest.WaitFor(t, 10*time.Second, func() error {
-		if len(h.messages(contract.StreamEmergency, "flow.emergency.bot.b9")) == 0 {
+		if len(h.messages(contract.StreamEmergency, "flow.emergency.auto.bot.b2")) == 0 {
 			return errors.New("no auto-halt yet")
 		}
 		return nil
@@ -172,7 +174,7 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 		custom[fmt.Sprintf("signal_%04d", i)] = float64(i)
 	}
 	for i := range 40 {
-		if _, err := h.client.ReportMetrics(ctx, fmt.Sprintf("big%02d", i), contract.RiskUpdate{Custom: custom}, emergency.TradingDay{}); err != nil {
+		if _, err := h.client.ReportMetrics(ctx, fmt.Sprintf("big%02d", i), contract.RiskUpdate{Custom: custom}, risk.TradingDay{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -298,22 +300,30 @@ func TestRolesAreRefusedWhatTheyMayNotDo(t *testing.T) {
 		user, what string
 		do         func(ctx context.Context, c *client.Client, js jetstream.JetStream) error
 	}{
-		{"bot", "halt", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+		{"b1", "halt", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
 			_, err := c.Emergency(ctx, "global", contract.EmergencyCommand{Action: "halt", Reason: "a bot tries"})
 			return err
 		}},
-		{"bot", "set a risk limit", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+		{"b1", "set a risk limit", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
 			return c.SetLimit(ctx, "bot.b1", contract.RiskLimit{ID: "loose", Type: contract.LimitDailyLoss, Threshold: 1e12})
 		}},
-		{"bot", "report its own metrics", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
-			_, err := c.ReportMetrics(ctx, "b1", contract.RiskUpdate{PnL: &gain}, emergency.TradingDay{})
+		{"b1", "report its own metrics", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+			_, err := c.ReportMetrics(ctx, "b1", contract.RiskUpdate{PnL: &gain}, risk.TradingDay{})
 			return err
 		}},
-		{"bot", "deploy a workflow", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+		{"b1", "start an execution as another bot", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+			_, err := c.Submit(ctx, &contract.Request{WorkflowID: "quick", BotID: "b2"})
+			return err
+		}},
+		{"b1", "start an execution that names no bot", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+			_, err := c.Submit(ctx, &contract.Request{WorkflowID: "quick"})
+			return err
+		}},
+		{"b1", "deploy a workflow", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
 			_, _, err := c.Deploy(ctx, []byte(quickWorkflow))
 			return err
 		}},
-		{"bot", "take requests from the workers' consumer", func(ctx context.Context, _ *client.Client, js jetstream.JetStream) error {
+		{"b1", "take requests from the workers' consumer", func(ctx context.Context, _ *client.Client, js jetstream.JetStream) error {
 			return workersConsumer(ctx, js)
 		}},
 		{"operator", "publish a request", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
@@ -328,6 +338,14 @@ func TestRolesAreRefusedWhatTheyMayNotDo(t *testing.T) {
 		}},
 		{"worker", "set a risk limit", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
 			return c.SetLimit(ctx, "global", contract.RiskLimit{ID: "loose", Type: contract.LimitDailyLoss, Threshold: 1e12})
+		}},
+		{"worker", "resume a scope", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+			_, err := c.Emergency(ctx, "global", contract.EmergencyCommand{Action: "resume", Reason: "a compromised worker tries"})
+			return err
+		}},
+		{"worker", "pause a scope", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+			_, err := c.Emergency(ctx, "bot.b1", contract.EmergencyCommand{Action: "pause", Reason: "a compromised worker tries"})
+			return err
 		}},
 		{"worker", "publish a request", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
 			_, err := c.Submit(ctx, &contract.Request{WorkflowID: "quick"})
@@ -380,7 +398,7 @@ func TestRolesAreRefusedWhatTheyMayNotDo(t *testing.T) {
 			code := p.wait(t, 30*time.Second)
 			return code, p.out.String(), time.Since(t0)
 		}
-		code, out, took := publisher("bot", "halt", "--reason", "a bot tries")
+		code, out, took := publisher("b1", "halt", "--reason", "a bot tries")
 		if code != 7 || !strings.Contains(out, `Permissions Violation for Publish to "flow.emergency.global"`) || !strings.Contains(out, "use the credentials of a role that may") {
 			t.Errorf("bot halt: exit %d after %s\n%s", code, took, out)
 		}
@@ -390,7 +408,7 @@ func TestRolesAreRefusedWhatTheyMayNotDo(t *testing.T) {
 		if code, out, _ := publisher("operator", "halt", "--scope", "bot.b1", "--reason", "the operator may"); code != 0 {
 			t.Errorf("operator halt: exit %d\n%s", code, out)
 		}
-		if code, out, _ := publisher("bot", "run", "quick", "--bot", "b1", "--wait"); code != exitHaltedCode || !strings.Contains(out, "execution_halted") {
+		if code, out, _ := publisher("b1", "run", "quick", "--bot", "b1", "--wait"); code != exitHaltedCode || !strings.Contains(out, "execution_halted") {
 			t.Errorf("bot run --wait after the operator's halt: exit %d\n%s", code, out)
 		}
 	})

@@ -294,8 +294,8 @@ func printTable(w io.Writer, res *bench.Results) {
 	tw.Flush()
 	printHTTP(w, res.HTTP)
 	if h := res.Halt; h != nil {
-		fmt.Fprintf(w, "\nhalt propagation (%d workers, %d in flight, %d rounds): p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
-			h.Workers, h.InFlight, h.Rounds, h.P50MS, h.P99MS, h.MaxMS)
+		fmt.Fprintf(w, "\nhalt propagation (%d workers, %d in flight, %d rounds): p50 %.2f ms, p99 %.2f ms, max %.2f ms; floor (the emergency stream's delivery to a watch) p50 %.2f ms, p99 %.2f ms\n",
+			h.Workers, h.InFlight, h.Rounds, h.P50MS, h.P99MS, h.MaxMS, h.FloorP50MS, h.FloorP99MS)
 	}
 	if r := res.Recovery; r != nil {
 		fmt.Fprintf(w, "recovery after SIGKILL: %d executions resumed by another worker within %.0f ms (ack wait %.0f ms)\n",

@@ -115,7 +115,11 @@ func (c *emergencyHistoryCmd) Run(e *env) error {
 	tw := tabwriter.NewWriter(e.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "SEQ\tSTORED\tSCOPE\tACTION\tBY\tREASON")
 	for _, h := range history {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", h.Seq, h.Stored.Local().Format(time.DateTime), h.Scope, h.Action, h.IssuedBy, h.Reason)
+		action := h.Action
+		if h.Auto {
+			action += " (auto)"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", h.Seq, h.Stored.Local().Format(time.DateTime), h.Scope, action, h.IssuedBy, h.Reason)
 	}
 	return tw.Flush()
 }

@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/flowguard/flowguard/internal/contract"
-	"github.com/flowguard/flowguard/internal/emergency"
+	"github.com/flowguard/flowguard/internal/risk"
 )
 
 type riskCmd struct {
@@ -65,7 +65,7 @@ type riskReportCmd struct {
 }
 
 func (c *riskReportCmd) Run(e *env) error {
-	day, err := emergency.ParseTradingDay(c.TradingDayReset, c.TradingDayZone)
+	day, err := risk.ParseTradingDay(c.TradingDayReset, c.TradingDayZone)
 	if err != nil {
 		return err
 	}

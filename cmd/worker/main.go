@@ -16,12 +16,13 @@ import (
 
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
-	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/logging"
 	"github.com/flowguard/flowguard/internal/natsconn"
+	"github.com/flowguard/flowguard/internal/policy"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/ratelimit"
 	"github.com/flowguard/flowguard/internal/resilience"
+	"github.com/flowguard/flowguard/internal/risk"
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
@@ -61,18 +62,22 @@ type cli struct {
 	EventsMaxAge    time.Duration `help:"How long lifecycle events are kept." default:"168h" env:"FLOWGUARD_EVENTS_MAX_AGE"`
 	StateTTL        time.Duration `help:"How long execution state is kept in KV." default:"168h" env:"FLOWGUARD_STATE_TTL"`
 
-	Profile          string        `help:"Resilience profile of provider nodes: development, staging or production; the flags below override its values." default:"development" enum:"development,staging,production" env:"FLOWGUARD_PROFILE"`
-	NodeTimeout      time.Duration `help:"Timeout of each node attempt unless the node sets one (default: the profile's, 30s)." env:"FLOWGUARD_NODE_TIMEOUT"`
-	RetryAttempts    int           `help:"Attempts of a provider call, the first included (default: the profile's)." env:"FLOWGUARD_RETRY_ATTEMPTS"`
-	RetryMinWait     time.Duration `help:"First, and shortest, wait before a retry (default: the profile's)." env:"FLOWGUARD_RETRY_MIN_WAIT"`
-	RetryMaxWait     time.Duration `help:"Longest wait before a retry, unless a provider's Retry-After asks for more (default: the profile's)." env:"FLOWGUARD_RETRY_MAX_WAIT"`
-	RetryMultiplier  float64       `help:"Growth of the wait after each retry (default: 2)." env:"FLOWGUARD_RETRY_MULTIPLIER"`
-	RetryJitter      *float64      `help:"Randomizes each wait by plus or minus this fraction, 0 to 1 (default: 0.5)." env:"FLOWGUARD_RETRY_JITTER"`
-	BreakerThreshold uint32        `help:"Consecutive failed attempts that open a provider's circuit breaker (default: the profile's)." env:"FLOWGUARD_BREAKER_THRESHOLD"`
-	BreakerOpenTime  time.Duration `help:"How long an open breaker fails calls at once before it lets a probe through (default: the profile's)." env:"FLOWGUARD_BREAKER_OPEN_TIME"`
-	BreakerScope     string        `help:"local: each worker's breakers are its own; cluster: a breaker that opens on one worker fails fast on every worker." default:"local" enum:"local,cluster" env:"FLOWGUARD_BREAKER_SCOPE"`
-	SecretEnv        []string      `help:"Environment variables that workflows may read with env:NAME placeholders, comma separated; their values are redacted everywhere." env:"FLOWGUARD_SECRET_ENV"`
-	InlineWorkflows  bool          `help:"Run workflow definitions sent inline in requests; they run with the worker's NATS rights and network reach. With --inline-workflows=false, only deployed workflows run." default:"true" negatable:"" env:"FLOWGUARD_INLINE_WORKFLOWS"`
+	Profile               string        `help:"Resilience profile of provider nodes: development, staging or production; the flags below override its values." default:"development" enum:"development,staging,production" env:"FLOWGUARD_PROFILE"`
+	NodeTimeout           time.Duration `help:"Timeout of each node attempt unless the node sets one (default: the profile's, 30s)." env:"FLOWGUARD_NODE_TIMEOUT"`
+	RetryAttempts         int           `help:"Attempts of a provider call, the first included (default: the profile's)." env:"FLOWGUARD_RETRY_ATTEMPTS"`
+	RetryMinWait          time.Duration `help:"First, and shortest, wait before a retry (default: the profile's)." env:"FLOWGUARD_RETRY_MIN_WAIT"`
+	RetryMaxWait          time.Duration `help:"Longest wait before a retry, unless a provider's Retry-After asks for more (default: the profile's)." env:"FLOWGUARD_RETRY_MAX_WAIT"`
+	RetryMultiplier       float64       `help:"Growth of the wait after each retry (default: 2)." env:"FLOWGUARD_RETRY_MULTIPLIER"`
+	RetryJitter           *float64      `help:"Randomizes each wait by plus or minus this fraction, 0 to 1 (default: 0.5)." env:"FLOWGUARD_RETRY_JITTER"`
+	BreakerThreshold      uint32        `help:"Consecutive failed attempts that open a provider's circuit breaker (default: the profile's)." env:"FLOWGUARD_BREAKER_THRESHOLD"`
+	BreakerOpenTime       time.Duration `help:"How long an open breaker fails calls at once before it lets a probe through (default: the profile's)." env:"FLOWGUARD_BREAKER_OPEN_TIME"`
+	BreakerScope          string        `help:"local: each worker's breakers are its own; cluster: a breaker that opens on one worker fails fast on every worker." default:"local" enum:"local,cluster" env:"FLOWGUARD_BREAKER_SCOPE"`
+	SecretEnv             []string      `help:"Environment variables that workflows may read with env:NAME placeholders, comma separated; NAME@host binds one to a host http nodes may send it to (repeat it per host); their values are redacted everywhere." env:"FLOWGUARD_SECRET_ENV"`
+	EgressAllow           []string      `help:"Hosts (api.example.com, *.example.com), addresses and CIDRs http nodes may reach, comma separated; loopback, private and link-local addresses only when listed. Default: none." env:"FLOWGUARD_EGRESS_ALLOW"`
+	InlineWorkflows       bool          `help:"Run workflow definitions sent inline in requests; they run with the worker's NATS rights and network reach, for whoever may publish a request. Off by default: only deployed workflows run." negatable:"" env:"FLOWGUARD_INLINE_WORKFLOWS"`
+	InlineAllowOrder      bool          `help:"With --inline-workflows: let inline definitions place orders (order nodes, http nodes with side_effect order)." env:"FLOWGUARD_INLINE_ALLOW_ORDER"`
+	InlineAllowRiskUpdate bool          `help:"With --inline-workflows: let inline definitions write their bot's risk metrics (risk_update nodes)." env:"FLOWGUARD_INLINE_ALLOW_RISK_UPDATE"`
+	InlineAllowSecrets    bool          `help:"With --inline-workflows: let inline definitions read the --secret-env secrets (env:NAME placeholders)." env:"FLOWGUARD_INLINE_ALLOW_SECRETS"`
 
 	Log logging.Options `embed:""`
 
@@ -112,9 +117,11 @@ func run(c cli) error {
 		NATS: c.NATS, ConnectTimeout: c.ConnectTimeout, Listen: c.Listen, DataDir: c.DataDir, SyncAlways: c.SyncAlways,
 		WorkerID: c.WorkerID, Prefix: c.Prefix,
 		MaxRequestBytes: c.MaxRequestBytes, MaxParallelNodes: c.MaxParallelNodes, MaxOutputBytes: c.MaxOutputBytes,
-		RefuseInlineWorkflows: !c.InlineWorkflows,
-		EmergencyStaleness:    c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,
-		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone, RateLimits: rateLimits,
+		Inline: policy.Inline{
+			Enabled: c.InlineWorkflows, Order: c.InlineAllowOrder, RiskUpdate: c.InlineAllowRiskUpdate, Secrets: c.InlineAllowSecrets,
+		},
+		EmergencyStaleness: c.EmergencyStaleness, RiskLimits: limits, HTTPAddr: c.HTTPAddr, Version: version,
+		TradingDayReset: c.TradingDayReset, TradingDayZone: c.TradingDayZone, EgressAllow: c.EgressAllow, RateLimits: rateLimits,
 		Consumer: consumer.Config{
 			Concurrency: c.Concurrency, AckWait: c.AckWait, MaxDeliver: c.MaxDeliver,
 			BackOff: c.RedeliveryBackoff, ShutdownGrace: c.ShutdownGrace,
@@ -176,7 +183,7 @@ func readRiskLimits(path string) (map[string][]contract.RiskLimit, error) {
 	if err != nil {
 		return nil, err
 	}
-	limits, err := emergency.ParseLimitsByScope(data)
+	limits, err := risk.ParseLimitsByScope(data)
 	if err != nil {
 		return nil, fmt.Errorf("risk limits %s: %w; expected {\"global\": [{\"id\": \"max-loss\", \"type\": \"daily_loss\", \"threshold\": 1000, \"auto_halt\": true}]}", path, err)
 	}

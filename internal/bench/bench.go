@@ -81,6 +81,11 @@ type Halt struct {
 	P50MS    float64 `json:"p50_ms"`
 	P99MS    float64 `json:"p99_ms"`
 	MaxMS    float64 `json:"max_ms"`
+	// FloorP50MS and FloorP99MS are the floor measured in the same rounds: from
+	// publishing the halt to its delivery by an ordered consumer of the emergency
+	// stream in this process, as each worker's follower receives it.
+	FloorP50MS float64 `json:"floor_p50_ms"`
+	FloorP99MS float64 `json:"floor_p99_ms"`
 }
 
 // Recovery is the time a killed worker's executions wait for another worker.

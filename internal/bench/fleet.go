@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
@@ -118,7 +119,12 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 	defer interrupted.sub.Unsubscribe()
 
 	scope := "workflow." + wf
-	var delays, lasts []time.Duration
+	floor, err := e.watchCommands(ctx, scope)
+	if err != nil {
+		return nil, err
+	}
+	defer floor.stop()
+	var delays, lasts, floors []time.Duration
 	for round := range rounds {
 		e.cfg.Progress("halt propagation", round, rounds)
 		started.reset()
@@ -130,7 +136,8 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 			return nil, err
 		}
 		t0 := time.Now()
-		if err := e.command(ctx, scope, emergency.ActionHalt); err != nil {
+		seq, err := e.client.Emergency(ctx, scope, contract.EmergencyCommand{Action: emergency.ActionHalt, Reason: "flowbench", IssuedBy: "flowbench"})
+		if err != nil {
 			return nil, err
 		}
 		if err := waitFor(ctx, time.Minute, "all executions interrupted", func() (bool, string) {
@@ -146,6 +153,11 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 			last = max(last, d)
 		}
 		lasts = append(lasts, last)
+		delivered, err := floor.wait(ctx, seq)
+		if err != nil {
+			return nil, err
+		}
+		floors = append(floors, delivered.Sub(t0))
 	}
 	if err := e.command(ctx, scope, emergency.ActionResume); err != nil {
 		return nil, err
@@ -153,8 +165,74 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 	e.cfg.Progress("halt propagation", rounds, rounds)
 	sortDurations(delays)
 	sortDurations(lasts)
+	sortDurations(floors)
 	return &Halt{Workers: workers, InFlight: inFlight, Rounds: rounds,
-		P50MS: percentile(delays, 0.5), P99MS: percentile(delays, 0.99), MaxMS: ms(lasts[len(lasts)-1])}, nil
+		P50MS: percentile(delays, 0.5), P99MS: percentile(delays, 0.99), MaxMS: ms(lasts[len(lasts)-1]),
+		FloorP50MS: percentile(floors, 0.5), FloorP99MS: percentile(floors, 0.99)}, nil
+}
+
+// commandWatch records when an ordered consumer of the emergency stream, as a
+// worker's follower is, receives each command of a scope: the floor of halt
+// propagation.
+type commandWatch struct {
+	mu   sync.Mutex
+	at   map[uint64]time.Time
+	wake chan struct{}
+	stop func()
+}
+
+func (e *env) watchCommands(ctx context.Context, scope string) (*commandWatch, error) {
+	stream, err := e.js.Stream(ctx, contract.StreamEmergency)
+	if err != nil {
+		return nil, err
+	}
+	cons, err := stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{contract.Subjects{Prefix: contract.DefaultPrefix}.Emergency(scope)},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return nil, err
+	}
+	w := &commandWatch{at: map[uint64]time.Time{}, wake: make(chan struct{}, 1)}
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		now := time.Now()
+		meta, err := m.Metadata()
+		if err != nil {
+			return
+		}
+		w.mu.Lock()
+		w.at[meta.Sequence.Stream] = now
+		w.mu.Unlock()
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	w.stop = cc.Stop
+	return w, nil
+}
+
+// wait returns when the command stored at seq was delivered.
+func (w *commandWatch) wait(ctx context.Context, seq uint64) (time.Time, error) {
+	deadline := time.After(time.Minute)
+	for {
+		w.mu.Lock()
+		at, ok := w.at[seq]
+		w.mu.Unlock()
+		if ok {
+			return at, nil
+		}
+		select {
+		case <-w.wake:
+		case <-deadline:
+			return time.Time{}, fmt.Errorf("the halt stored at %d was not delivered to the floor watch within a minute", seq)
+		case <-ctx.Done():
+			return time.Time{}, ctx.Err()
+		}
+	}
 }
 
 // submitRunning publishes n requests of workflow wf and waits until n of them have

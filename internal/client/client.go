@@ -119,7 +119,7 @@ func (c *Client) Send(ctx context.Context, req *contract.Request) (Sent, error) 
 	if err := schemas.ValidateJSON(schemas.ExecutionRequest, data); err != nil {
 		return Sent{}, fmt.Errorf("request %w", err)
 	}
-	msg := nats.NewMsg(c.subjects.Exec(req.WorkflowID))
+	msg := nats.NewMsg(c.subjects.Exec(req.WorkflowID, req.BotID))
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, contract.RequestMsgID(req.WorkflowID, req.RequestID))
 	if req.CorrelationID != "" {

@@ -15,13 +15,16 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/provision"
+	"github.com/flowguard/flowguard/internal/risk"
 	"github.com/flowguard/flowguard/schemas"
 )
 
 // Command is an emergency command as stored, with where and when.
 type Command struct {
 	contract.EmergencyCommand
-	Scope  string
+	Scope string
+	// Auto marks a worker's automatic halt, applied as a halt whatever its action.
+	Auto   bool
 	Seq    uint64
 	Stored time.Time
 }
@@ -67,31 +70,44 @@ func (c *Client) InitEmergency(ctx context.Context, cfg provision.Config, issued
 	return err
 }
 
-// History returns the emergency commands, oldest first; scope filters when not empty.
+// History returns the emergency commands, oldest first; scope filters when not
+// empty. A command on an automatic halt subject is listed as a halt.
 func (c *Client) History(ctx context.Context, scope string) ([]Command, error) {
-	filter := c.subjects.EmergencyAll()
 	if scope != "" {
 		if err := emergency.CheckScope(scope); err != nil {
 			return nil, err
 		}
-		filter = c.subjects.Emergency(scope)
 	}
 	var out []Command
-	err := c.readAll(ctx, contract.StreamEmergency, filter, func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
-		out = append(out, Command{
-			EmergencyCommand: emergency.DecodeCommand(m.Data()),
-			Scope:            strings.TrimPrefix(m.Subject(), c.subjects.Emergency("")),
-			Seq:              meta.Sequence.Stream, Stored: meta.Timestamp,
-		})
+	err := c.readAll(ctx, contract.StreamEmergency, c.subjects.EmergencyAll(), func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
+		cmd := Command{EmergencyCommand: emergency.DecodeCommand(m.Data()), Seq: meta.Sequence.Stream, Stored: meta.Timestamp}
+		cmd.Scope, cmd.Auto = emergency.SubjectScope(strings.TrimPrefix(m.Subject(), c.subjects.Emergency("")))
+		if cmd.Auto {
+			cmd.Action = emergency.ActionHalt
+		}
+		if scope == "" || cmd.Scope == scope {
+			out = append(out, cmd)
+		}
 	})
 	return out, err
 }
 
 // Board returns the state of every scope that received a command, computed as the
-// workers compute it.
+// workers compute it: a recreated emergency stream starts with a global halt.
 func (c *Client) Board(ctx context.Context) (emergency.Board, error) {
 	b := emergency.Board{}
-	err := c.readAll(ctx, contract.StreamEmergency, c.subjects.EmergencyAll(), func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
+	stream, err := c.js.Stream(ctx, contract.StreamEmergency)
+	if err != nil {
+		return nil, fmt.Errorf("open stream %s: %w", contract.StreamEmergency, err)
+	}
+	recreated, err := emergency.Recreated(ctx, c.js, stream)
+	if err != nil {
+		return nil, err
+	}
+	if recreated {
+		b.SeedRecreated()
+	}
+	err = c.readAll(ctx, contract.StreamEmergency, c.subjects.EmergencyAll(), func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
 		b.ApplyMessage(strings.TrimPrefix(m.Subject(), c.subjects.Emergency("")), m.Data(), meta.Sequence.Stream)
 	})
 	return b, err
@@ -100,7 +116,7 @@ func (c *Client) Board(ctx context.Context) (emergency.Board, error) {
 // SetLimit adds or replaces (by id) a risk limit of scope: global, bot.<id> or
 // strategy.<id>.
 func (c *Client) SetLimit(ctx context.Context, scope string, l contract.RiskLimit) error {
-	if err := emergency.CheckLimitScope(scope); err != nil {
+	if err := risk.CheckLimitScope(scope); err != nil {
 		return err
 	}
 	return c.editLimits(ctx, scope, func(ls []contract.RiskLimit) []contract.RiskLimit {
@@ -159,7 +175,7 @@ func (c *Client) editLimits(ctx context.Context, scope string, edit func([]contr
 			rev = e.Revision()
 		}
 		doc.Limits = edit(doc.Limits)
-		if _, err := emergency.CompileLimits(doc.Limits); err != nil {
+		if _, err := risk.CompileLimits(doc.Limits); err != nil {
 			return err
 		}
 		data, err := json.Marshal(doc)
@@ -182,7 +198,7 @@ func (c *Client) editLimits(ctx context.Context, scope string, edit func([]contr
 }
 
 // ReportMetrics applies an update to a bot's risk metrics.
-func (c *Client) ReportMetrics(ctx context.Context, botID string, u contract.RiskUpdate, day emergency.TradingDay) (*contract.RiskMetrics, error) {
+func (c *Client) ReportMetrics(ctx context.Context, botID string, u contract.RiskUpdate, day risk.TradingDay) (*contract.RiskMetrics, error) {
 	if err := contract.CheckID("bot", botID); err != nil {
 		return nil, err
 	}
@@ -190,7 +206,7 @@ func (c *Client) ReportMetrics(ctx context.Context, botID string, u contract.Ris
 	if err != nil {
 		return nil, err
 	}
-	return emergency.UpdateMetrics(ctx, kv, botID, u, day, time.Now())
+	return risk.UpdateMetrics(ctx, kv, botID, u, day, time.Now())
 }
 
 // RiskState is every scope's limits and every bot's metrics.

@@ -25,9 +25,9 @@ import (
 	"github.com/flowguard/flowguard/internal/console"
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
-	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/natstest"
 	"github.com/flowguard/flowguard/internal/resilience"
+	"github.com/flowguard/flowguard/internal/risk"
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
@@ -122,7 +122,7 @@ func (d *deployment) status(workflowID, id string, want string) *contract.Status
 func (d *deployment) publish(workflowID, requestID string) {
 	d.t.Helper()
 	data := fmt.Sprintf(`{"request_id": %q, "workflow_id": %q, "bot_id": "b1", "inputs": {"n": 20}}`, requestID, workflowID)
-	if err := d.nc.Publish("flow.exec."+workflowID, []byte(data)); err != nil {
+	if err := d.nc.Publish("flow.exec."+workflowID+".b1", []byte(data)); err != nil {
 		d.t.Fatal(err)
 	}
 }
@@ -358,7 +358,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		if err := d.client.SetLimit(d.ctx, "global", contract.RiskLimit{ID: "btc-size", Type: contract.LimitPositionSize, Symbol: "BTCUSDT", Threshold: 2}); err != nil {
 			t.Fatal(err)
 		}
-		day, err := emergency.ParseTradingDay("00:00", "UTC")
+		day, err := risk.ParseTradingDay("00:00", "UTC")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -29,6 +29,11 @@ const (
 	BucketBreakers  = "flow_breakers"
 )
 
+// MetadataRecreated is the stream metadata key that marks an emergency stream
+// recreated by `publisher emergency init`: until a resume of scope global is
+// stored in it, every worker counts it as a global halt.
+const MetadataRecreated = "flowguard_recreated"
+
 // Headers set on every message of an execution.
 const (
 	HeaderCorrelationID = "Correlation-Id"
@@ -76,8 +81,31 @@ type Subjects struct{ Prefix string }
 // DefaultPrefix is the subject prefix of the contract.
 const DefaultPrefix = "flow"
 
-// Exec is the subject of execution requests for a workflow.
-func (s Subjects) Exec(workflowID string) string { return s.Prefix + ".exec." + workflowID }
+// Exec is the subject of a bot's execution requests for a workflow:
+// <prefix>.exec.<workflow_id>.<bot_id>, with NoBot for a request that names no bot.
+// The bot token is the request's identity: NATS permissions let a bot's
+// credentials publish only on its own token, and a worker refuses a request whose
+// bot_id disagrees with it.
+func (s Subjects) Exec(workflowID, botID string) string {
+	if botID == "" {
+		botID = NoBot
+	}
+	return s.Prefix + ".exec." + workflowID + "." + botID
+}
+
+// ParseExec returns the workflow and bot tokens of an execution request subject;
+// bot is NoBot for a request that names no bot. It fails for any other subject.
+func (s Subjects) ParseExec(subject string) (workflowID, botID string, err error) {
+	rest, ok := strings.CutPrefix(subject, s.Prefix+".exec.")
+	if ok {
+		workflowID, botID, ok = strings.Cut(rest, ".")
+	}
+	if !ok || CheckID("workflow_id", workflowID) != nil || CheckID("bot_id", botID) != nil {
+		return "", "", fmt.Errorf("%w: subject %q is not %s.exec.<workflow_id>.<bot_id>; publish to it, with %s as bot_id when the request names no bot",
+			ErrInvalidID, subject, s.Prefix, NoBot)
+	}
+	return workflowID, botID, nil
+}
 
 // ExecAll matches every execution request.
 func (s Subjects) ExecAll() string { return s.Prefix + ".exec.>" }
@@ -97,6 +125,17 @@ func (s Subjects) EventsAll() string { return s.Prefix + ".events.>" }
 
 // Emergency is the subject of a scope's emergency commands, such as "global" or "bot.b1".
 func (s Subjects) Emergency(scope string) string { return s.Prefix + ".emergency." + scope }
+
+// AutoHalt is the subject of a worker's automatic halts of a scope (a breached risk
+// limit): <prefix>.emergency.auto.<scope>. Every command stored there is applied
+// as a halt, whatever its action, so the workers' credentials, which may publish
+// only there, can halt but never resume or pause.
+func (s Subjects) AutoHalt(scope string) string {
+	return s.Prefix + ".emergency." + AutoHaltToken + "." + scope
+}
+
+// AutoHaltToken is the token after "emergency" of the automatic halt subjects.
+const AutoHaltToken = "auto"
 
 // EmergencyAll matches every emergency command.
 func (s Subjects) EmergencyAll() string { return s.Prefix + ".emergency.>" }

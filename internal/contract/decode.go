@@ -21,9 +21,15 @@ func Reject(kind, format string, args ...any) *Rejection {
 	return &Rejection{Kind: kind, Reason: fmt.Sprintf(format, args...)}
 }
 
-// DecodeRequest parses and validates a request received on the subject of
-// subjectWorkflowID. Every error it returns is a *Rejection.
-func DecodeRequest(subjectWorkflowID string, data []byte) (*Request, error) {
+// DecodeRequest parses and validates a request received on subject. The subject's
+// workflow and bot tokens must agree with the request's workflow_id and bot_id: the
+// bot token is what NATS permissions vouch for. Every error it returns is a
+// *Rejection.
+func (s Subjects) DecodeRequest(subject string, data []byte) (*Request, error) {
+	subjectWorkflowID, subjectBotID, err := s.ParseExec(subject)
+	if err != nil {
+		return nil, Reject(KindInvalidRequest, "%v", err)
+	}
 	doc, err := schemas.ParseJSON(data)
 	if err != nil {
 		return nil, Reject(KindInvalidRequest, "request is %v; publish one JSON object", err)
@@ -39,6 +45,14 @@ func DecodeRequest(subjectWorkflowID string, data []byte) (*Request, error) {
 		return nil, Reject(KindInvalidRequest,
 			"workflow_id %q does not match the subject's workflow %q; publish to the subject of the workflow you name",
 			req.WorkflowID, subjectWorkflowID)
+	}
+	if req.BotID == NoBot {
+		return nil, Reject(KindInvalidRequest, "bot_id %q is reserved for requests that name no bot; leave bot_id out", NoBot)
+	}
+	if req.BotID != subjectBotID && (req.BotID != "" || subjectBotID != NoBot) {
+		return nil, Reject(KindInvalidRequest,
+			"bot_id %q does not match the subject's bot %q; publish to %s with the credentials of that bot (the subject's last token is the bot the request runs as, %s for none)",
+			req.BotID, subjectBotID, s.Exec(req.WorkflowID, req.BotID), NoBot)
 	}
 	return &req, nil
 }

@@ -9,27 +9,32 @@ import (
 
 func TestDecodeRequest(t *testing.T) {
 	cases := []struct {
-		name, subjectWF, body string
-		wantErr               string // empty: valid
+		name, subject, body string
+		wantErr             string // empty: valid
 	}{
-		{"minimal", "wf", `{"workflow_id":"wf"}`, ""},
-		{"full", "wf", `{"request_id":"r-1","workflow_id":"wf","bot_id":"b1","strategy_id":"s_1","inputs":{"qty":0.5},"not_after":"2030-01-01T00:00:00Z","correlation_id":"c"}`, ""},
-		{"inline workflow", "wf", `{"workflow_id":"wf","workflow":{"id":"wf","nodes":[{"id":"a","type":"delay"}]}}`, ""},
-		{"not JSON", "wf", `{"workflow_id":`, "not valid JSON"},
-		{"not an object", "wf", `[1,2]`, "/"},
-		{"missing workflow id", "wf", `{"bot_id":"b"}`, "workflow_id"},
-		{"bad bot id", "wf", `{"workflow_id":"wf","bot_id":"a.b"}`, "/bot_id"},
-		{"too long id", "wf", `{"workflow_id":"wf","request_id":"` + strings.Repeat("r", 65) + `"}`, "/request_id"},
-		{"bad time", "wf", `{"workflow_id":"wf","not_after":"tomorrow"}`, "/not_after"},
-		{"unknown field", "wf", `{"workflow_id":"wf","priority":1}`, "priority"},
-		{"inputs not an object", "wf", `{"workflow_id":"wf","inputs":[1]}`, "/inputs"},
-		{"subject mismatch", "other", `{"workflow_id":"wf"}`, "does not match the subject"},
+		{"minimal", "flow.exec.wf._", `{"workflow_id":"wf"}`, ""},
+		{"full", "flow.exec.wf.b1", `{"request_id":"r-1","workflow_id":"wf","bot_id":"b1","strategy_id":"s_1","inputs":{"qty":0.5},"not_after":"2030-01-01T00:00:00Z","correlation_id":"c"}`, ""},
+		{"inline workflow", "flow.exec.wf._", `{"workflow_id":"wf","workflow":{"id":"wf","nodes":[{"id":"a","type":"delay"}]}}`, ""},
+		{"not JSON", "flow.exec.wf._", `{"workflow_id":`, "not valid JSON"},
+		{"not an object", "flow.exec.wf._", `[1,2]`, "/"},
+		{"missing workflow id", "flow.exec.wf.b", `{"bot_id":"b"}`, "workflow_id"},
+		{"bad bot id", "flow.exec.wf._", `{"workflow_id":"wf","bot_id":"a.b"}`, "/bot_id"},
+		{"too long id", "flow.exec.wf._", `{"workflow_id":"wf","request_id":"` + strings.Repeat("r", 65) + `"}`, "/request_id"},
+		{"bad time", "flow.exec.wf._", `{"workflow_id":"wf","not_after":"tomorrow"}`, "/not_after"},
+		{"unknown field", "flow.exec.wf._", `{"workflow_id":"wf","priority":1}`, "priority"},
+		{"inputs not an object", "flow.exec.wf._", `{"workflow_id":"wf","inputs":[1]}`, "/inputs"},
+		{"subject mismatch", "flow.exec.other._", `{"workflow_id":"wf"}`, "does not match the subject"},
+		{"subject without a bot token", "flow.exec.wf", `{"workflow_id":"wf"}`, "flow.exec.<workflow_id>.<bot_id>"},
+		{"bot of another subject", "flow.exec.wf.b1", `{"workflow_id":"wf","bot_id":"b2"}`, "publish to flow.exec.wf.b2 with the credentials of that bot"},
+		{"bot on the subject of none", "flow.exec.wf._", `{"workflow_id":"wf","bot_id":"b2"}`, "does not match the subject's bot"},
+		{"no bot on a bot's subject", "flow.exec.wf.b1", `{"workflow_id":"wf"}`, "does not match the subject's bot"},
+		{"the reserved bot token", "flow.exec.wf._", `{"workflow_id":"wf","bot_id":"_"}`, "reserved"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			req, err := DecodeRequest(tc.subjectWF, []byte(tc.body))
+			req, err := Subjects{Prefix: DefaultPrefix}.DecodeRequest(tc.subject, []byte(tc.body))
 			if tc.wantErr == "" {
-				if err != nil || req.WorkflowID != tc.subjectWF {
+				if err != nil || (Subjects{Prefix: DefaultPrefix}).Exec(req.WorkflowID, req.BotID) != tc.subject {
 					t.Fatalf("req %+v err %v", req, err)
 				}
 				return
@@ -56,10 +61,12 @@ func FuzzDecodeRequest(f *testing.F) {
 		`{"workflow_id":"wf","bot_id":"\u0000"}`,
 		`{}`, `null`, `"wf"`, ``,
 	} {
-		f.Add("wf", []byte(seed))
+		f.Add("wf", "_", []byte(seed))
 	}
-	f.Fuzz(func(t *testing.T, subjectWF string, data []byte) {
-		req, err := DecodeRequest(subjectWF, data)
+	f.Add("wf", "b1", []byte(`{"workflow_id":"wf","bot_id":"b1"}`))
+	subjects := Subjects{Prefix: DefaultPrefix}
+	f.Fuzz(func(t *testing.T, subjectWF, subjectBot string, data []byte) {
+		req, err := subjects.DecodeRequest(subjects.Exec(subjectWF, subjectBot), data)
 		if err != nil {
 			var rej *Rejection
 			if !errors.As(err, &rej) || rej.Kind == "" || rej.Reason == "" {
@@ -67,8 +74,8 @@ func FuzzDecodeRequest(f *testing.F) {
 			}
 			return
 		}
-		if req.WorkflowID != subjectWF {
-			t.Fatalf("accepted workflow_id %q on the subject of %q", req.WorkflowID, subjectWF)
+		if req.WorkflowID != subjectWF || subjects.Exec(req.WorkflowID, req.BotID) != subjects.Exec(subjectWF, subjectBot) {
+			t.Fatalf("accepted workflow_id %q, bot_id %q on the subject of %q, %q", req.WorkflowID, req.BotID, subjectWF, subjectBot)
 		}
 		for field, v := range map[string]string{"workflow_id": req.WorkflowID, "request_id": req.RequestID, "bot_id": req.BotID, "strategy_id": req.StrategyID} {
 			if v != "" || field == "workflow_id" {

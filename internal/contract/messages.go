@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// Request is an ExecutionRequest, published to flow.exec.<workflow_id>.
+// Request is an ExecutionRequest, published to flow.exec.<workflow_id>.<bot_id>.
 type Request struct {
 	RequestID     string          `json:"request_id,omitempty"`
 	WorkflowID    string          `json:"workflow_id"`

@@ -127,3 +127,27 @@ func RiskLimitsKey(scope string) string { return "limits." + scope }
 
 // RiskMetricsKey is the flow_risk key of a bot's metrics.
 func RiskMetricsKey(botID string) string { return "metrics." + botID }
+
+// RiskReservationsKey is the flow_risk key of the exposure a bot's orders have
+// reserved and the metrics do not show yet (see Reservations).
+func RiskReservationsKey(botID string) string { return "reservations." + botID }
+
+// Reservations are the orders of one bot that passed the risk limits and whose
+// effect the bot's metrics may not show yet. Workers add one, with
+// compare-and-set, before an order is published, so that orders racing on
+// several workers never together exceed a limit.
+type Reservations struct {
+	BotID  string        `json:"bot_id"`
+	Orders []Reservation `json:"orders"`
+}
+
+// Reservation is one order's reserved effect on its bot's position.
+type Reservation struct {
+	ClientOrderID string  `json:"client_order_id"`
+	Symbol        string  `json:"symbol"`
+	Side          string  `json:"side"`
+	Quantity      float64 `json:"quantity"`
+	// Price values the order for notional limits (its limit or reference price).
+	Price float64   `json:"price,omitempty"`
+	At    time.Time `json:"at"`
+}

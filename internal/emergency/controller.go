@@ -64,6 +64,7 @@ type Controller struct {
 	lastOK    time.Time // when the follower was last confirmed caught up
 	watches   map[*watch]struct{}
 	onChange  []func(ScopeState)
+	changed   chan struct{} // closed and replaced at each command and confirmation
 }
 
 type watch struct {
@@ -79,7 +80,7 @@ func New(js jetstream.JetStream, cfg Config, log zerolog.Logger) *Controller {
 	if cfg.Subjects.Prefix == "" {
 		cfg.Subjects.Prefix = contract.DefaultPrefix
 	}
-	return &Controller{js: js, cfg: cfg, log: log, now: time.Now, board: Board{}, watches: map[*watch]struct{}{}}
+	return &Controller{js: js, cfg: cfg, log: log, now: time.Now, board: Board{}, watches: map[*watch]struct{}{}, changed: make(chan struct{})}
 }
 
 // OnChange registers fn to be called with a scope's new state after each command
@@ -88,6 +89,20 @@ func (c *Controller) OnChange(fn func(ScopeState)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.onChange = append(c.onChange, fn)
+}
+
+// Changed returns a channel that is closed when a command is applied or the state
+// is confirmed after it was not: who waits for the state to be confirmed, or a
+// scope to change, takes the channel, checks, then waits on it.
+func (c *Controller) Changed() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.changed
+}
+
+func (c *Controller) notifyLocked() {
+	close(c.changed)
+	c.changed = make(chan struct{})
 }
 
 // Ready reports whether the state is loaded and confirmed.
@@ -199,12 +214,21 @@ func (c *Controller) follow(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("open stream %s: %w", contract.StreamEmergency, err)
 	}
+	recreated, err := Recreated(ctx, c.js, stream)
+	if err != nil {
+		return err
+	}
 	c.mu.Lock()
 	if created := stream.CachedInfo().Created; !created.Equal(c.created) {
 		if !c.created.IsZero() {
 			c.log.Warn().Msg("emergency stream was recreated; rebuilding the emergency state from it")
+			recreated = true
 		}
-		c.board, c.processed, c.created = Board{}, 0, created
+		// Nothing is confirmed of the new stream until the follower catches up.
+		c.board, c.processed, c.created, c.lastOK = Board{}, 0, created, time.Time{}
+		if recreated {
+			c.board.SeedRecreated()
+		}
 	}
 	cfg := jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{c.cfg.Subjects.EmergencyAll()},
@@ -241,6 +265,36 @@ func (c *Controller) follow(ctx context.Context) error {
 	}
 }
 
+// RecreatedReason is the reason of the global halt that a recreated emergency
+// stream stands for until a resume of scope global is stored in it.
+const RecreatedReason = "the emergency stream was recreated, and the halts it held are unknown: trading stays halted until an operator checks and resumes scope global"
+
+// Recreated reports whether the emergency stream is not the one provisioned with
+// the other streams: it carries the mark of `emergency init`, or it was created
+// after FLOW_EXEC (provisioning creates it first). Such a stream counts as a global
+// halt until a global resume is stored (see SeedRecreated): its earlier halts are
+// gone.
+func Recreated(ctx context.Context, js jetstream.StreamManager, stream jetstream.Stream) (bool, error) {
+	info := stream.CachedInfo()
+	if _, ok := info.Config.Metadata[contract.MetadataRecreated]; ok {
+		return true, nil
+	}
+	exec, err := js.Stream(ctx, contract.StreamExec)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return false, nil // a fresh deployment, provisioning in progress
+	}
+	if err != nil {
+		return false, fmt.Errorf("open stream %s: %w", contract.StreamExec, err)
+	}
+	return info.Created.After(exec.CachedInfo().Created), nil
+}
+
+// SeedRecreated starts the board of a recreated emergency stream with the global
+// halt it stands for, before any of its commands is applied.
+func (b Board) SeedRecreated() {
+	b.Apply(ScopeGlobal, contract.EmergencyCommand{Action: ActionHalt, Reason: RecreatedReason}, 0)
+}
+
 // confirm checks the stream's last sequence against the last applied command. It
 // returns an error only when the follower must be rebuilt: the stream changed, or the
 // follower (started at started) has not caught up within the staleness. The check
@@ -266,7 +320,11 @@ func (c *Controller) confirm(ctx context.Context, stream jetstream.Stream, start
 	case !info.Created.Equal(c.created) || info.State.LastSeq < c.processed:
 		return errResync
 	case info.State.LastSeq <= c.processed:
+		wasFresh := c.freshLocked()
 		c.lastOK = asked
+		if !wasFresh {
+			c.notifyLocked()
+		}
 	case stale:
 		return fmt.Errorf("%w: applied up to %d, stream at %d", errResync, c.processed, info.State.LastSeq)
 	}
@@ -286,6 +344,7 @@ func (c *Controller) apply(msg jetstream.Msg) {
 	}
 	c.processed = meta.Sequence.Stream
 	scope := c.board.ApplyMessage(strings.TrimPrefix(msg.Subject(), c.cfg.Subjects.Emergency("")), msg.Data(), meta.Sequence.Stream)
+	c.notifyLocked()
 	st := c.board.Get(scope)
 	ev := c.log.Info()
 	if st.State != Active {

@@ -1,7 +1,8 @@
 // Package emergency is the emergency controller: it follows the emergency stream
 // (halt, pause, resume per scope), cancels in-flight executions a halt covers, answers
-// "can operate" and "can trade", fails closed when it cannot confirm the current
-// state, and turns breached risk limits into halts.
+// "can operate" and "can trade", and fails closed when it cannot confirm the current
+// state or the stream was recreated. Risk limits, which halt scopes through it, are
+// in package risk.
 package emergency
 
 import (
@@ -128,12 +129,19 @@ func (b Board) Apply(scope string, cmd contract.EmergencyCommand, seq uint64) (h
 	return next.State == Halted && (prev == nil || prev.State != Halted)
 }
 
-// ApplyMessage applies a command as stored on the subject of scope, and returns
-// the scope it applied to. A command whose subject names no valid scope is applied
-// as a global halt: a typo in the subject, like one in the action, must not leave
-// trading running.
+// ApplyMessage applies a command as stored on the subject of scope (the subject
+// after "<prefix>.emergency."), and returns the scope it applied to. A command on
+// an automatic halt subject (auto.<scope>) is applied as a halt of scope, whatever
+// its action. A command whose subject names no valid scope is applied as a global
+// halt: a typo in the subject, like one in the action, must not leave trading
+// running.
 func (b Board) ApplyMessage(scope string, data []byte, seq uint64) string {
 	cmd := DecodeCommand(data)
+	scope, auto := SubjectScope(scope)
+	if auto && cmd.Action != ActionHalt {
+		cmd.Reason = fmt.Sprintf("%s on an automatic halt subject, applied as a halt: only halts are published there; publish a resume for scope %s to lift it (%s)", cmd.Action, scope, cmd.Reason)
+		cmd.Action = ActionHalt
+	}
 	if err := CheckScope(scope); err != nil {
 		cmd.Action = ActionHalt
 		cmd.Reason = fmt.Sprintf("emergency command on a subject that names no scope (%v), treated as a global halt; publish a resume for scope global to lift it", err)
@@ -141,6 +149,15 @@ func (b Board) ApplyMessage(scope string, data []byte, seq uint64) string {
 	}
 	b.Apply(scope, cmd, seq)
 	return scope
+}
+
+// SubjectScope returns the scope of an emergency subject's tail (the subject after
+// "<prefix>.emergency."), and whether it is an automatic halt subject.
+func SubjectScope(tail string) (scope string, auto bool) {
+	if rest, ok := strings.CutPrefix(tail, contract.AutoHaltToken+"."); ok {
+		return rest, true
+	}
+	return tail, false
 }
 
 // Get returns a scope's state; active when it never received a command.

@@ -73,3 +73,31 @@ func TestCheckScope(t *testing.T) {
 		}
 	}
 }
+
+// A command on an automatic halt subject is a halt whatever its action: the
+// workers, which may publish only there, cannot lift or soften a halt.
+func TestAutoHaltSubjectsOnlyHalt(t *testing.T) {
+	b := Board{}
+	cmd := func(action string) []byte { return []byte(`{"action": "` + action + `", "reason": "r"}`) }
+	if scope := b.ApplyMessage("auto.bot.b1", cmd(ActionHalt), 1); scope != "bot.b1" || b.Get("bot.b1").State != Halted {
+		t.Fatalf("auto halt: scope %q, %+v", scope, b.Get("bot.b1"))
+	}
+	for i, action := range []string{ActionResume, ActionPause, "bogus"} {
+		b.ApplyMessage("auto.bot.b1", cmd(action), uint64(2+i))
+		if st := b.Get("bot.b1"); st.State != Halted {
+			t.Fatalf("%s on the auto subject: %+v", action, st)
+		}
+	}
+	b.ApplyMessage("auto.global", cmd(ActionResume), 9)
+	if st := b.Get("global"); st.State != Halted || !strings.Contains(st.Reason, "applied as a halt") {
+		t.Fatalf("a resume on auto.global: %+v", st)
+	}
+	// An operator's resume of the scope lifts the automatic halt.
+	b.ApplyMessage("bot.b1", cmd(ActionResume), 10)
+	if st := b.Get("bot.b1"); st.State != Active {
+		t.Fatalf("operator resume: %+v", st)
+	}
+	if scope := b.ApplyMessage("auto.nonsense", cmd(ActionHalt), 11); scope != ScopeGlobal {
+		t.Fatalf("auto subject without a scope applied to %q, want a global halt", scope)
+	}
+}

@@ -11,8 +11,13 @@ const (
 	KindExpression = "expression"
 	// KindNode: a failure of no particular kind.
 	KindNode = "node_error"
-	// KindSecret: a ${env:NAME} placeholder names a variable the worker does not share.
+	// KindSecret: a ${env:NAME} placeholder names a variable the worker does not
+	// share, or an http call would send a secret to a host it is not bound to.
 	KindSecret = "secret"
+	// KindEgress: an http call was refused by the worker's egress policy: its host
+	// is not on --egress-allow, it resolved to an internal address, or it
+	// redirected to another host.
+	KindEgress = "egress_refused"
 	// KindInvalidCall: the rendered URL, subject or body cannot be sent.
 	KindInvalidCall = "invalid_call"
 	// KindConnection: the provider could not be reached, or the connection broke (transient).

@@ -3,6 +3,7 @@ package nodes
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flowguard/flowguard/internal/policy"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
 
@@ -45,6 +47,8 @@ type HTTP struct {
 	// Client makes the calls; nil registers the type to check definitions only.
 	Client  *http.Client
 	Secrets *Secrets
+	// Desk gates the calls of nodes declaring "side_effect": "order" (see orderGate).
+	Desk OrderDesk
 }
 
 // httpMethods are the methods a node may use.
@@ -55,6 +59,8 @@ type httpConfig struct {
 	URL        string            `json:"url"`
 	Query      map[string]string `json:"query,omitempty"`
 	Idempotent bool              `json:"idempotent,omitempty"`
+	SideEffect string            `json:"side_effect,omitempty"`
+	Order      json.RawMessage   `json:"order,omitempty"`
 	callConfig
 }
 
@@ -114,7 +120,7 @@ func (h HTTP) Compile(n workflow.Node) (Runner, error) {
 	if r.call, err = compileCall(cfg.callConfig, h.Secrets, httpAnswer{}); err != nil {
 		return nil, err
 	}
-	return r, nil
+	return gateOrder(r, n, cfg.SideEffect, cfg.Order, h.Desk)
 }
 
 // templateHost returns the host of a URL template, "" when a placeholder comes
@@ -179,6 +185,13 @@ func (r *httpRunner) run(ctx context.Context, in Input) (map[string]any, error) 
 	}
 	resp, err := r.client.Do(req)
 	if err != nil {
+		if errors.Is(err, policy.ErrEgressRefused) {
+			var ue *url.Error
+			if errors.As(err, &ue) {
+				err = ue.Err
+			}
+			return nil, Permanent(KindEgress, fmt.Errorf("%s %s: %v", r.method, target, err))
+		}
 		if ctx.Err() != nil {
 			return nil, r.sent(&Error{Kind: KindNode, Err: fmt.Errorf("%s %s: stopped: %w", r.method, target, ctx.Err())})
 		}
@@ -290,6 +303,9 @@ func (r *httpRunner) request(ctx context.Context, env *Env) (*http.Request, stri
 			return nil, "", err
 		}
 		req.Header.Set(name, v)
+	}
+	if err := r.secrets.checkRecipient(u.Hostname(), u, req.Header, body); err != nil {
+		return nil, "", err
 	}
 	return req, target, nil
 }

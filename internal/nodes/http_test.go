@@ -21,7 +21,7 @@ const secretValue = "s3cr3t/key+with=chars"
 
 func testSecrets(t *testing.T) *Secrets {
 	t.Helper()
-	s, err := NewSecrets([]string{"API_KEY"}, func(name string) (string, bool) {
+	s, err := NewSecrets([]string{"API_KEY@127.0.0.1"}, func(name string) (string, bool) {
 		if name == "API_KEY" {
 			return secretValue, true
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/url"
 	"regexp"
 	"slices"
@@ -18,22 +19,41 @@ var secretNamePattern = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 // Secrets are the environment variables of the worker that workflows may read with
 // ${env:NAME} placeholders. Only the variables listed by the operator are shared,
 // so that a workflow (perhaps sent inline by a bot) cannot read the worker's other
-// settings. Their values never leave a node in clear: the node's outputs and
-// errors are redacted, so no event, log line or KV value carries them. A nil
-// *Secrets shares nothing.
+// settings. Each is bound to the hosts that may receive it: an http node sends a
+// secret only to a host it is bound to. Their values never leave a node in clear
+// otherwise: the node's outputs and errors are redacted, so no event, log line or
+// KV value carries them. A nil *Secrets shares nothing.
 type Secrets struct {
 	values   map[string]string
+	forms    map[string][]string        // each value as it may be sent: raw, query- and path-escaped
+	hosts    map[string]map[string]bool // the hosts each secret may be sent to over http
 	replacer *strings.Replacer
 }
 
 // NewSecrets reads the listed variables with lookup (os.LookupEnv in the worker).
-// Each must be set and not empty.
-func NewSecrets(names []string, lookup func(string) (string, bool)) (*Secrets, error) {
-	s := &Secrets{values: make(map[string]string, len(names))}
+// Each must be set and not empty. An entry NAME@host binds the secret to a host
+// that http nodes may send it to; list the name once per host. A secret listed
+// without a host is sent to no http host (nats_request nodes may use it).
+func NewSecrets(entries []string, lookup func(string) (string, bool)) (*Secrets, error) {
+	s := &Secrets{values: map[string]string{}, forms: map[string][]string{}, hosts: map[string]map[string]bool{}}
 	var forms []string
-	for _, name := range names {
+	for _, entry := range entries {
+		name, host, bound := strings.Cut(entry, "@")
 		if !secretNamePattern.MatchString(name) {
-			return nil, fmt.Errorf("secret %q is not an environment variable name (letters, digits and _, not starting with a digit)", name)
+			return nil, fmt.Errorf("secret %q is not an environment variable name (letters, digits and _, not starting with a digit), optionally followed by @host", entry)
+		}
+		if bound {
+			host = strings.ToLower(host)
+			if host == "" || strings.ContainsAny(host, "/:@ ") {
+				return nil, fmt.Errorf("secret %q: bind it to a host name without scheme or port, as %s@api.example.com", entry, name)
+			}
+			if s.hosts[name] == nil {
+				s.hosts[name] = map[string]bool{}
+			}
+			s.hosts[name][host] = true
+		}
+		if _, seen := s.values[name]; seen {
+			continue
 		}
 		v, ok := lookup(name)
 		if !ok || v == "" {
@@ -43,6 +63,9 @@ func NewSecrets(names []string, lookup func(string) (string, bool)) (*Secrets, e
 		// The value as sent (raw, in a query, in a path), longest first, so that a
 		// value containing another is replaced whole.
 		for _, f := range []string{v, url.QueryEscape(v), url.PathEscape(v)} {
+			if !slices.Contains(s.forms[name], f) {
+				s.forms[name] = append(s.forms[name], f)
+			}
 			if !slices.Contains(forms, f) {
 				forms = append(forms, f)
 			}
@@ -68,6 +91,33 @@ func (s *Secrets) Names() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// checkRecipient returns a KindSecret error when what an http call sends to host
+// (its URL, headers and body) holds a secret that is not bound to host.
+func (s *Secrets) checkRecipient(host string, target *url.URL, header http.Header, body []byte) error {
+	if s == nil {
+		return nil
+	}
+	host = strings.ToLower(host)
+	var sent strings.Builder
+	sent.WriteString(target.String())
+	for name, values := range header {
+		sent.WriteString("\n" + name + ": " + strings.Join(values, ", "))
+	}
+	sent.Write(body)
+	text := sent.String()
+	for _, name := range s.Names() {
+		if s.hosts[name][host] {
+			continue
+		}
+		for _, f := range s.forms[name] {
+			if strings.Contains(text, f) {
+				return Permanent(KindSecret, fmt.Errorf("secret %s would be sent to %s, a host it is not bound to; if that host may receive it, start the worker with --secret-env %s@%s", name, host, name, host))
+			}
+		}
+	}
+	return nil
 }
 
 // value returns a shared variable's value.

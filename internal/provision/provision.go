@@ -247,11 +247,18 @@ func streamDiffs(have, want jetstream.StreamConfig) []string {
 	diff("replicas", have.Replicas, want.Replicas)
 	diff("max age", have.MaxAge, want.MaxAge)
 	diff("duplicate window", have.Duplicates, want.Duplicates)
-	if want.DenyDelete && !have.DenyDelete {
-		diffs = append(diffs, "deny delete is off, flowguard wants it on")
-	}
-	if want.DenyPurge && !have.DenyPurge {
-		diffs = append(diffs, "deny purge is off, flowguard wants it on")
+	if want.DenyDelete || want.DenyPurge {
+		// The emergency stream: a lost command would lift a halt without a resume.
+		diff("deny delete", have.DenyDelete, want.DenyDelete)
+		diff("deny purge", have.DenyPurge, want.DenyPurge)
+		unlimited := func(field string, v int64) {
+			if v > 0 {
+				diffs = append(diffs, fmt.Sprintf("%s is %d, flowguard wants no limit (old commands would be dropped)", field, v))
+			}
+		}
+		unlimited("max messages", have.MaxMsgs)
+		unlimited("max bytes", have.MaxBytes)
+		unlimited("max messages per subject", have.MaxMsgsPerSubject)
 	}
 	return diffs
 }
@@ -397,8 +404,11 @@ func sorted(s []string) []string {
 	return s
 }
 
-// CreateEmergency creates the emergency stream when it is missing; it fails when it
-// exists. The caller then stores the state it wants (a global halt).
+// CreateEmergency creates the emergency stream when it is missing, marked as
+// recreated (contract.MetadataRecreated): until a global resume is stored, every
+// worker counts it as a global halt, so no worker that starts before the caller's
+// halt is stored runs anything. It fails when it exists. The caller then stores
+// the state it wants (a global halt).
 func CreateEmergency(ctx context.Context, js jetstream.JetStream, c Config) error {
 	if err := c.Validate(); err != nil {
 		return err
@@ -406,7 +416,9 @@ func CreateEmergency(ctx context.Context, js jetstream.JetStream, c Config) erro
 	if _, err := js.Stream(ctx, contract.StreamEmergency); err == nil {
 		return fmt.Errorf("stream %s exists; nothing to initialise", contract.StreamEmergency)
 	}
-	if _, err := js.CreateStream(ctx, emergencyStream(c)); err != nil {
+	sc := emergencyStream(c)
+	sc.Metadata = map[string]string{contract.MetadataRecreated: time.Now().UTC().Format(time.RFC3339)}
+	if _, err := js.CreateStream(ctx, sc); err != nil {
 		return fmt.Errorf("create stream %s: %w%s", contract.StreamEmergency, err, hint(err, c.Replicas))
 	}
 	return nil

@@ -119,3 +119,39 @@ func TestADeletedEmergencyStreamIsNotRecreatedSilently(t *testing.T) {
 		t.Errorf("the emergency stream can be purged or its messages deleted: %+v", cfg)
 	}
 }
+
+// An emergency stream that lets commands be deleted, purged or dropped by a limit
+// could lift halts without a resume: a worker does not start on it.
+func TestEnsureVerifiesTheEmergencyStreamsProtections(t *testing.T) {
+	cases := []struct {
+		name   string
+		mutate func(*jetstream.StreamConfig)
+		want   string
+	}{
+		{"deletable", func(c *jetstream.StreamConfig) { c.DenyDelete = false }, "deny delete is false"},
+		{"purgeable", func(c *jetstream.StreamConfig) { c.DenyPurge = false }, "deny purge is false"},
+		{"max messages", func(c *jetstream.StreamConfig) { c.MaxMsgs = 100 }, "max messages is 100"},
+		{"max bytes", func(c *jetstream.StreamConfig) { c.MaxBytes = 1 << 20 }, "max bytes is 1048576"},
+		{"max per subject", func(c *jetstream.StreamConfig) { c.MaxMsgsPerSubject = 1 }, "max messages per subject is 1"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			js := natstest.JetStream(t, natstest.Start(t).URL())
+			ctx := context.Background()
+			c := Config{}
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			sc := Streams(c)[0]
+			sc.Replicas = c.Replicas
+			tc.mutate(&sc)
+			if _, err := js.CreateStream(ctx, sc); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Ensure(ctx, js, Config{})
+			if !errors.Is(err, ErrConflict) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want a conflict naming %q", err, tc.want)
+			}
+		})
+	}
+}

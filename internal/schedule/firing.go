@@ -24,7 +24,7 @@ func FiringID(name string, fired time.Time) string {
 }
 
 // firing is a firing presented as the execution request it stands for: subject
-// <prefix>.exec.<workflow_id>, and its request with request_id FiringID. Ack, Nak
+// <prefix>.exec.<workflow_id>.<bot_id>, and its request with request_id FiringID. Ack, Nak
 // and the rest settle the firing itself.
 type firing struct {
 	jetstream.Msg
@@ -53,7 +53,8 @@ func AsRequest(m jetstream.Msg, subjects contract.Subjects, now time.Time) (req 
 	if late := lateness(m.Headers(), meta.Timestamp, now); late != "" {
 		return nil, late, nil
 	}
-	return &firing{Msg: m, subject: subjects.Exec(workflowID), data: withRequestID(m.Data(), FiringID(name, meta.Timestamp))}, "", nil
+	data, botID := withRequestID(m.Data(), FiringID(name, meta.Timestamp))
+	return &firing{Msg: m, subject: subjects.Exec(workflowID, botID), data: data}, "", nil
 }
 
 // lateness says why a firing is too late to run, "" when it may run.
@@ -69,17 +70,20 @@ func lateness(h nats.Header, fired, now time.Time) string {
 	return ""
 }
 
-// withRequestID sets request_id in a request; a payload that is not a JSON object
-// is returned as it is.
-func withRequestID(data []byte, id string) []byte {
+// withRequestID sets request_id in a request and returns it with the request's
+// bot_id, the bot token of the subject it stands for ("" when it names none); a
+// payload that is not a JSON object is returned as it is, to be rejected.
+func withRequestID(data []byte, id string) ([]byte, string) {
 	var req map[string]json.RawMessage
 	if err := json.Unmarshal(data, &req); err != nil || req == nil {
-		return data
+		return data, ""
 	}
+	var botID string
+	_ = json.Unmarshal(req["bot_id"], &botID) // not a string: the request is rejected as such
 	req["request_id"], _ = json.Marshal(id)
 	out, err := json.Marshal(req)
 	if err != nil {
-		return data
+		return data, botID
 	}
-	return out
+	return out, botID
 }

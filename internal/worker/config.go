@@ -11,8 +11,10 @@ import (
 	"github.com/flowguard/flowguard/internal/execution"
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/natsconn"
+	"github.com/flowguard/flowguard/internal/policy"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/resilience"
+	"github.com/flowguard/flowguard/internal/risk"
 )
 
 // Defaults of Config.
@@ -49,7 +51,7 @@ type Config struct {
 	RiskLimits      map[string][]contract.RiskLimit
 	TradingDayReset string
 	TradingDayZone  string
-	tradingDay      emergency.TradingDay
+	tradingDay      risk.TradingDay
 
 	// HTTPAddr, when set, serves /metrics, /healthz and /readyz.
 	HTTPAddr string
@@ -63,15 +65,20 @@ type Config struct {
 	// MaxOutputBytes bounds each node's JSON outputs, and an execution's at
 	// executor.ExecutionOutputFactor times it; a node over it fails bad_response.
 	MaxOutputBytes int
-	// RefuseInlineWorkflows rejects requests that carry a workflow definition
-	// (invalid_request): only deployed workflows run. An inline workflow runs with
-	// the worker's NATS rights and network reach.
-	RefuseInlineWorkflows bool
+	// Inline says whether requests may carry their workflow definition, and what
+	// such a definition may do; the zero value refuses them (invalid_request): only
+	// deployed workflows run.
+	Inline policy.Inline
 
 	Resilience ResilienceConfig
 	// RateLimits are providers' budgets, by provider (--rate-limits); those in
 	// the flow_ratelimits bucket replace them provider by provider.
 	RateLimits map[string]contract.RateLimits
+
+	// EgressAllow lists the hosts, addresses and CIDRs http nodes may reach (see
+	// policy.Egress); empty, http nodes reach nothing.
+	EgressAllow []string
+	egress      *policy.Egress
 
 	// RoundTrips, when set, is told of each round trip an execution waits for,
 	// one after another (see execution.Observer), and of each read of a workflow
@@ -90,7 +97,8 @@ type ResilienceConfig struct {
 	// BreakerScope is local (the default: each worker's breakers are its own) or
 	// cluster (a breaker opening on one worker fails fast on every worker).
 	BreakerScope string
-	// SecretEnv lists the environment variables workflows may read as ${env:NAME}.
+	// SecretEnv lists the environment variables workflows may read as ${env:NAME},
+	// each as NAME@host once per host an http node may send it to (see nodes.Secrets).
 	SecretEnv []string
 }
 
@@ -146,6 +154,14 @@ func (c *Config) Validate() error {
 	if c.MaxParallelNodes < 0 {
 		return fmt.Errorf("max parallel nodes must not be negative, got %d", c.MaxParallelNodes)
 	}
+	if err := c.Inline.Validate(); err != nil {
+		return err
+	}
+	egress, err := policy.ParseEgress(c.EgressAllow)
+	if err != nil {
+		return err
+	}
+	c.egress = egress
 	if c.EmergencyStaleness == 0 {
 		c.EmergencyStaleness = emergency.DefaultStaleness
 	}
@@ -158,7 +174,7 @@ func (c *Config) Validate() error {
 	if c.TradingDayZone == "" {
 		c.TradingDayZone = "UTC"
 	}
-	day, err := emergency.ParseTradingDay(c.TradingDayReset, c.TradingDayZone)
+	day, err := risk.ParseTradingDay(c.TradingDayReset, c.TradingDayZone)
 	if err != nil {
 		return err
 	}

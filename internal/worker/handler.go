@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -51,8 +50,8 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 		return consumer.Outcome{Decision: consumer.Term, Reason: "not a JetStream message"}
 	}
 	d := &delivery{msg: msg, meta: meta}
-	d.workflowID = strings.TrimPrefix(msg.Subject(), w.subjects.Exec(""))
-	if contract.CheckID("workflow_id", d.workflowID) != nil {
+	d.workflowID, _, err = w.subjects.ParseExec(msg.Subject())
+	if err != nil {
 		d.workflowID = contract.NoBot // the subject cannot name a workflow; events need a valid token
 	}
 	d.executionID = w.fallbackExecutionID(meta)
@@ -66,7 +65,7 @@ func (w *Worker) handle(ctx context.Context, msg jetstream.Msg) consumer.Outcome
 		return w.reject(w.logContext(ctx, d), d, contract.Reject(contract.KindOversized,
 			"request is %d bytes, more than the limit of %d; send large data by reference, or raise --max-request-bytes", n, w.cfg.MaxRequestBytes))
 	}
-	req, err := contract.DecodeRequest(d.workflowID, msg.Data())
+	req, err := w.subjects.DecodeRequest(msg.Subject(), msg.Data())
 	if err != nil {
 		var rej *contract.Rejection
 		errors.As(err, &rej)
@@ -136,6 +135,7 @@ func (w *Worker) duplicate(ctx context.Context, d *delivery) consumer.Outcome {
 func (w *Worker) awaitOperable(ctx context.Context, scopes emergency.Scopes) error {
 	logged := false
 	for {
+		changed := w.ctrl.Changed()
 		err := w.ctrl.CanOperate(scopes)
 		if !errors.Is(err, emergency.ErrStale) {
 			return err
@@ -144,12 +144,10 @@ func (w *Worker) awaitOperable(ctx context.Context, scopes emergency.Scopes) err
 			zerolog.Ctx(ctx).Warn().Msg("emergency state unconfirmed; holding the request until it is")
 			logged = true
 		}
-		t := time.NewTimer(50 * time.Millisecond)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return context.Cause(ctx)
-		case <-t.C:
+		case <-changed:
 		}
 	}
 }
@@ -299,14 +297,10 @@ func (w *Worker) execute(ctx context.Context, d *delivery) consumer.Outcome {
 	return consumer.Outcome{Decision: consumer.Ack}
 }
 
-// plan compiles the request's inline workflow, unless this worker refuses them, or
-// loads the deployed one.
+// plan compiles the request's inline workflow, if this worker's policy lets it
+// run, or loads the deployed one.
 func (w *Worker) plan(ctx context.Context, req *contract.Request, version uint64) (*executor.Plan, error) {
 	if len(req.Workflow) > 0 {
-		if w.cfg.RefuseInlineWorkflows {
-			return nil, contract.Reject(contract.KindInvalidRequest,
-				"inline workflow definitions are disabled on this worker (--inline-workflows=false): deploy workflow %q (publisher deploy FILE) and send the request without its workflow field", req.WorkflowID)
-		}
 		return w.plans.inline(req.Workflow, req.WorkflowID)
 	}
 	return w.plans.deployed(ctx, req.WorkflowID, version)

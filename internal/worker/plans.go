@@ -14,6 +14,7 @@ import (
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/policy"
 	"github.com/flowguard/flowguard/internal/provision"
 	"github.com/flowguard/flowguard/internal/workflow"
 )
@@ -28,6 +29,7 @@ type plans struct {
 	store    *kvstate.Store
 	registry *nodes.Registry
 	reads    execution.Observer // told of each read of the bucket; may be nil
+	inlined  policy.Inline
 
 	mu     sync.Mutex
 	cache  map[planKey]*executor.Plan
@@ -46,8 +48,8 @@ type planKey struct {
 	version uint64
 }
 
-func newPlans(store *kvstate.Store, registry *nodes.Registry, reads execution.Observer) *plans {
-	return &plans{store: store, registry: registry, reads: reads, cache: make(map[planKey]*executor.Plan), latest: make(map[string]deployedDef)}
+func newPlans(store *kvstate.Store, registry *nodes.Registry, reads execution.Observer, inlined policy.Inline) *plans {
+	return &plans{store: store, registry: registry, reads: reads, inlined: inlined, cache: make(map[planKey]*executor.Plan), latest: make(map[string]deployedDef)}
 }
 
 // watch follows flow_workflows until ctx ends. Until the watch has delivered the
@@ -158,9 +160,20 @@ func (p *plans) compileCached(data []byte, id string, rev uint64) (*executor.Pla
 	return plan, nil
 }
 
-// inline compiles a definition sent in the request.
+// inline compiles a definition sent in the request, if the worker's policy lets it
+// run; a refusal is an invalid_request *contract.Rejection.
 func (p *plans) inline(raw json.RawMessage, id string) (*executor.Plan, error) {
-	return p.compile(raw, id, 0)
+	def := &workflow.Definition{ID: id}
+	var err error
+	if p.inlined.Enabled {
+		if def, err = p.parse(raw, id); err != nil {
+			return nil, err
+		}
+	}
+	if err := p.inlined.Check(def); err != nil {
+		return nil, contract.Reject(contract.KindInvalidRequest, "%v", err)
+	}
+	return p.compileDef(def, 0)
 }
 
 func (p *plans) cached(key planKey) *executor.Plan {
@@ -170,6 +183,14 @@ func (p *plans) cached(key planKey) *executor.Plan {
 }
 
 func (p *plans) compile(data []byte, id string, version uint64) (*executor.Plan, error) {
+	def, err := p.parse(data, id)
+	if err != nil {
+		return nil, err
+	}
+	return p.compileDef(def, version)
+}
+
+func (p *plans) parse(data []byte, id string) (*workflow.Definition, error) {
 	def, err := workflow.Parse(data)
 	if err != nil {
 		return nil, contract.Reject(contract.KindInvalidWorkflow, "%v", err)
@@ -178,6 +199,10 @@ func (p *plans) compile(data []byte, id string, version uint64) (*executor.Plan,
 		return nil, contract.Reject(contract.KindInvalidWorkflow,
 			"the definition's id %q differs from the requested workflow_id %q", def.ID, id)
 	}
+	return def, nil
+}
+
+func (p *plans) compileDef(def *workflow.Definition, version uint64) (*executor.Plan, error) {
 	runners, err := p.registry.Compile(def)
 	if err != nil {
 		return nil, contract.Reject(contract.KindInvalidWorkflow, "%v", err)

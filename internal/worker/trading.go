@@ -13,6 +13,7 @@ import (
 	"github.com/flowguard/flowguard/internal/executor"
 	"github.com/flowguard/flowguard/internal/nodes"
 	"github.com/flowguard/flowguard/internal/publish"
+	"github.com/flowguard/flowguard/internal/risk"
 )
 
 // Error kinds of refused orders.
@@ -21,7 +22,8 @@ const (
 	KindRiskLimit        = "risk_limit"
 	KindEmergencyUnknown = "emergency_state_unknown"
 	KindOrderUnknown     = "order_state_unknown"
-	// KindRiskUnknown: the risk limits are not loaded yet; the order is retried.
+	// KindRiskUnknown: the risk limits are not loaded yet, or the order's exposure
+	// could not be reserved; the order is retried.
 	KindRiskUnknown = "risk_state_unknown"
 )
 
@@ -39,10 +41,8 @@ type guard struct {
 	ctrl *emergency.Controller
 }
 
-// staleCheckInterval is how often a waiting provider node checks the emergency state.
-const staleCheckInterval = 50 * time.Millisecond
-
 func (g guard) CanOperate(ctx context.Context, x *executor.Execution, sideEffects bool) error {
+	changed := g.ctrl.Changed()
 	err := g.ctrl.CanOperate(scopesOf(x))
 	if !sideEffects {
 		if errors.Is(err, emergency.ErrStale) {
@@ -55,13 +55,12 @@ func (g guard) CanOperate(ctx context.Context, x *executor.Execution, sideEffect
 			zerolog.Ctx(ctx).Warn().Msg("emergency state unconfirmed; the next node calls an outside service and waits until it is confirmed")
 			logged = true
 		}
-		t := time.NewTimer(staleCheckInterval)
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return context.Cause(ctx)
-		case <-t.C:
+		case <-changed:
 		}
+		changed = g.ctrl.Changed()
 	}
 	if err != nil {
 		return err
@@ -90,9 +89,17 @@ type tradeGate interface {
 	CanTrade(s emergency.Scopes, reduceOnly bool) error
 }
 
-// orderChecker checks an order against the risk limits (emergency.Risk).
+// orderChecker checks an order against the risk limits and reserves its exposure,
+// and releases the reservation of an order that was not placed (risk.Risk).
 type orderChecker interface {
 	CheckOrder(ctx context.Context, o *contract.OrderIntent) error
+	Release(ctx context.Context, botID, clientOrderID string) error
+}
+
+// ReleaseOrder releases the exposure an order reserved, once it is known that it
+// was not placed.
+func (d desk) ReleaseOrder(ctx context.Context, o *contract.OrderIntent) error {
+	return d.risk.Release(ctx, o.BotID, o.ClientOrderID)
 }
 
 func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
@@ -114,7 +121,7 @@ func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	}
 	err = d.risk.CheckOrder(ctx, o)
 	switch {
-	case errors.Is(err, emergency.ErrRiskUnknown):
+	case errors.Is(err, risk.ErrRiskUnknown), errors.Is(err, risk.ErrReserve):
 		return nodes.Transient(KindRiskUnknown, err)
 	case err != nil:
 		return nodes.Permanent(KindRiskLimit, err)

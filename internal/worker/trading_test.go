@@ -8,6 +8,7 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/nodes"
+	"github.com/flowguard/flowguard/internal/risk"
 )
 
 type openGate struct{}
@@ -17,6 +18,7 @@ func (openGate) CanTrade(emergency.Scopes, bool) error { return nil }
 type refusing struct{ err error }
 
 func (r refusing) CheckOrder(context.Context, *contract.OrderIntent) error { return r.err }
+func (refusing) Release(context.Context, string, string) error             { return nil }
 
 // Risk limits not loaded yet are a transient refusal (the order node retries); a
 // breached limit is permanent.
@@ -26,8 +28,8 @@ func TestDeskClassifiesRiskRefusals(t *testing.T) {
 		kind      string
 		transient bool
 	}{
-		{emergency.ErrRiskUnknown, KindRiskUnknown, true},
-		{&emergency.RiskError{Breach: &emergency.Breach{Scope: "global", BotID: "b1", Limit: contract.RiskLimit{ID: "loss", Type: contract.LimitDailyLoss}}}, KindRiskLimit, false},
+		{risk.ErrRiskUnknown, KindRiskUnknown, true},
+		{&risk.RiskError{Breach: &risk.Breach{Scope: "global", BotID: "b1", Limit: contract.RiskLimit{ID: "loss", Type: contract.LimitDailyLoss}}}, KindRiskLimit, false},
 	} {
 		err := desk{ctrl: openGate{}, risk: refusing{tc.err}}.CheckOrder(context.Background(), &contract.OrderIntent{BotID: "b1"})
 		if !errors.Is(err, tc.err) || nodes.KindOf(err) != tc.kind || nodes.IsTransient(err) != tc.transient {

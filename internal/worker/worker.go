@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,6 +35,7 @@ import (
 	"github.com/flowguard/flowguard/internal/publish"
 	"github.com/flowguard/flowguard/internal/ratelimit"
 	"github.com/flowguard/flowguard/internal/resilience"
+	"github.com/flowguard/flowguard/internal/risk"
 )
 
 // asyncPublishTimeout bounds the wait for the acknowledgement of a pipelined write.
@@ -61,7 +61,7 @@ type Worker struct {
 	exec          *executor.Executor
 	plans         *plans
 	ctrl          *emergency.Controller
-	risk          *emergency.Risk
+	risk          *risk.Risk
 	metrics       *metrics.Metrics
 	nc            *nats.Conn
 	consumer      *consumer.Consumer
@@ -110,7 +110,7 @@ func (w *Worker) Readiness() error {
 	case !w.ctrl.Ready():
 		return emergency.ErrStale
 	case !w.risk.Ready():
-		return emergency.ErrRiskUnknown
+		return risk.ErrRiskUnknown
 	}
 	return nil
 }
@@ -190,7 +190,9 @@ func (w *Worker) Run(ctx context.Context) error {
 		Str("profile", w.cfg.Resilience.Profile).Dur("node_timeout", rs.Timeout).Int("retry_attempts", rs.Retry.MaxAttempts).
 		Dur("retry_min_wait", rs.Retry.MinWait).Dur("retry_max_wait", rs.Retry.MaxWait).Uint32("breaker_threshold", rs.Breaker.Threshold).
 		Dur("breaker_open_time", rs.Breaker.OpenTime).Str("breaker_scope", w.cfg.Resilience.BreakerScope).
-		Strs("secret_env", w.secrets.Names()).Bool("inline_workflows", !w.cfg.RefuseInlineWorkflows).Msg("worker started")
+		Strs("secret_env", w.secrets.Names()).Strs("egress_allow", w.cfg.EgressAllow).Bool("inline_workflows", w.cfg.Inline.Enabled).
+		Bool("inline_allow_order", w.cfg.Inline.Order).Bool("inline_allow_risk_update", w.cfg.Inline.RiskUpdate).
+		Bool("inline_allow_secrets", w.cfg.Inline.Secrets).Msg("worker started")
 	firings := w.runSchedules(ctx)
 	w.consumer.Run(ctx)
 	<-firings
@@ -305,7 +307,6 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 		return nil, err
 	}
 	registry := nodes.NewRegistry()
-	registry.Register(nodes.TypeHTTP, nodes.HTTP{Client: &http.Client{}, Secrets: w.secrets})
 	registry.Register(nodes.TypeNATSRequest, nodes.NATSRequest{Conn: nc, Secrets: w.secrets, Prefix: w.cfg.Prefix})
 	w.execStreamTag = strconv.FormatInt(execStream.CachedInfo().Created.Unix(), 36)
 	w.nc = nc
@@ -319,13 +320,17 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	w.execs = execution.New(js, w.store, buckets.State.Bucket(), w.subjects, execOpts...)
 	w.pub = publish.New(js, w.subjects)
 	w.ctrl = emergency.New(js, emergency.Config{Subjects: w.subjects, Staleness: w.cfg.EmergencyStaleness}, w.log)
-	w.risk, err = emergency.NewRisk(buckets.Risk, w.ctrl, w.pub, emergency.RiskConfig{
+	w.risk, err = risk.NewRisk(buckets.Risk, w.ctrl, w.pub, risk.RiskConfig{
 		Subjects: w.subjects, Day: w.cfg.tradingDay, Limits: w.cfg.RiskLimits, IssuedBy: "flowguard-risk@" + w.cfg.WorkerID,
 	}, w.log)
 	if err != nil {
 		return nil, err
 	}
-	registry.Register(nodes.TypeOrder, nodes.Order{Desk: desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub, duplicateWindow: w.cfg.Provision.DuplicateWindow}})
+	orders := desk{ctrl: w.ctrl, risk: w.risk, pub: w.pub, duplicateWindow: w.cfg.Provision.DuplicateWindow}
+	registry.Register(nodes.TypeOrder, nodes.Order{Desk: orders})
+	// Each execution may run several nodes at once, all to the same provider.
+	idlePerHost := w.cfg.Consumer.Concurrency * max(w.cfg.MaxParallelNodes, 1)
+	registry.Register(nodes.TypeHTTP, nodes.HTTP{Client: w.cfg.egress.Client(idlePerHost), Secrets: w.secrets, Desk: orders})
 	registry.Register(nodes.TypeRiskUpdate, nodes.RiskUpdate{Metrics: w.risk})
 	w.ctrl.OnChange(func(st emergency.ScopeState) { w.metrics.EmergencyState(st.Scope, emergencyLevel[st.State]) })
 	w.exec = executor.New(guard{ctrl: w.ctrl}, executor.Config{
@@ -335,7 +340,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 		return nil, fmt.Errorf("--max-output-bytes %d is too large for the server's max payload (%d bytes): an execution's outputs (up to %d times it) must fit in one message; lower --max-output-bytes below %d",
 			w.cfg.MaxOutputBytes, nc.MaxPayload(), executor.ExecutionOutputFactor, (nc.MaxPayload()-outputHeadroom)/executor.ExecutionOutputFactor)
 	}
-	w.plans = newPlans(w.store, registry, w.cfg.RoundTrips)
+	w.plans = newPlans(w.store, registry, w.cfg.RoundTrips, w.cfg.Inline)
 	if err := w.plans.watch(bgCtx, buckets.Workflows); err != nil {
 		return nil, err
 	}
@@ -352,18 +357,19 @@ var (
 // awaitEmergencyState waits until the emergency state is loaded: a worker started
 // during a halt must never run anything.
 func (w *Worker) awaitEmergencyState(ctx context.Context) {
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	logged := time.Now()
-	for !w.ctrl.Ready() {
+	logEvery := time.NewTicker(5 * time.Second)
+	defer logEvery.Stop()
+	for {
+		changed := w.ctrl.Changed()
+		if w.ctrl.Ready() {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
-		}
-		if time.Since(logged) > 5*time.Second {
+		case <-changed:
+		case <-logEvery.C:
 			w.log.Warn().Msg("waiting for the emergency state before taking requests")
-			logged = time.Now()
 		}
 	}
 }
@@ -375,7 +381,7 @@ func (w *Worker) canStart() error {
 	case !w.ctrl.Ready():
 		return emergency.ErrStale
 	case !w.risk.Ready():
-		return emergency.ErrRiskUnknown
+		return risk.ErrRiskUnknown
 	}
 	return nil
 }

@@ -1,4 +1,8 @@
-package emergency
+// Package risk keeps the pre-trade risk controls: limits (limits.go), bots'
+// metrics and the trading day, and the exposure orders reserve before they are
+// published (reserve.go). A breached limit with auto_halt halts its scope through
+// package emergency.
+package risk
 
 import (
 	"context"
@@ -15,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/schemas"
 )
 
@@ -35,6 +40,9 @@ type RiskConfig struct {
 	Limits map[string][]contract.RiskLimit
 	// IssuedBy names the halts this worker publishes.
 	IssuedBy string
+	// ReservationTTL is how long an order's reserved exposure counts unless a
+	// metrics update of its bot settles it first; default DefaultReservationTTL.
+	ReservationTTL time.Duration
 }
 
 // Risk evaluates risk limits on every metrics change and before every order, and
@@ -42,13 +50,15 @@ type RiskConfig struct {
 // workers, each publishes the same halt with the same message id: one is stored.
 type Risk struct {
 	kv   jetstream.KeyValue
-	ctrl *Controller
+	ctrl *emergency.Controller
 	pub  HaltPublisher
 	cfg  RiskConfig
 	log  zerolog.Logger
 	now  func() time.Time
 
 	ready atomic.Bool
+
+	botLocks sync.Map // bot id -> *sync.Mutex, see reserve
 
 	mu      sync.Mutex
 	base    map[string][]compiledLimit // from configuration
@@ -67,7 +77,10 @@ type metricsEntry struct {
 }
 
 // NewRisk checks the configured limits and returns a Risk over the flow_risk bucket.
-func NewRisk(kv jetstream.KeyValue, ctrl *Controller, pub HaltPublisher, cfg RiskConfig, log zerolog.Logger) (*Risk, error) {
+func NewRisk(kv jetstream.KeyValue, ctrl *emergency.Controller, pub HaltPublisher, cfg RiskConfig, log zerolog.Logger) (*Risk, error) {
+	if cfg.ReservationTTL <= 0 {
+		cfg.ReservationTTL = DefaultReservationTTL
+	}
 	r := &Risk{kv: kv, ctrl: ctrl, pub: pub, cfg: cfg, log: log, now: time.Now,
 		base: map[string][]compiledLimit{}, limits: map[string]scopeLimits{}, metrics: map[string]metricsEntry{}}
 	for scope, ls := range cfg.Limits {
@@ -184,7 +197,7 @@ func (r *Risk) applyEntry(ctx context.Context, e jetstream.KeyValueEntry) {
 // applicable returns the limits that apply to a bot's metrics, with their scope and a
 // version token of the limits (for deterministic halt message ids).
 func (r *Risk) applicable(m *contract.RiskMetrics) (scopes []string, limits [][]compiledLimit, versions []string) {
-	cover := Scopes{BotID: m.BotID, StrategyID: m.StrategyID}.List()
+	cover := emergency.Scopes{BotID: m.BotID, StrategyID: m.StrategyID}.List()
 	for _, scope := range cover {
 		if base := r.base[scope]; len(base) > 0 {
 			scopes, limits, versions = append(scopes, scope), append(limits, base), append(versions, "cfg")
@@ -240,27 +253,31 @@ func (r *Risk) logUncheckable(b *Breach) {
 
 // halt publishes a halt for the breach's scope unless it is already halted.
 func (r *Risk) halt(ctx context.Context, b *Breach, msgID string) error {
-	if st := r.ctrl.Board().Get(b.Scope); st.State == Halted {
+	if st := r.ctrl.Board().Get(b.Scope); st.State == emergency.Halted {
 		return nil
 	}
-	cmd := contract.EmergencyCommand{Action: ActionHalt, Reason: b.Reason(), IssuedBy: r.cfg.IssuedBy, IssuedAt: r.now().UTC()}
+	cmd := contract.EmergencyCommand{Action: emergency.ActionHalt, Reason: b.Reason(), IssuedBy: r.cfg.IssuedBy, IssuedAt: r.now().UTC()}
 	data, err := json.Marshal(cmd)
 	if err != nil {
 		return err
 	}
-	if _, err := r.pub.Msg(ctx, r.cfg.Subjects.Emergency(b.Scope), msgID, "risk_"+b.Limit.ID, data); err != nil {
+	if _, err := r.pub.Msg(ctx, r.cfg.Subjects.AutoHalt(b.Scope), msgID, "risk_"+b.Limit.ID, data); err != nil {
 		return err
 	}
 	r.log.Warn().Str("scope", b.Scope).Str("limit", b.Limit.ID).Str("reason", b.Reason()).Msg("risk limit breached; halt published")
 	return nil
 }
 
-// CheckOrder evaluates the limits covering an order's bot with the order included.
-// Reduce-only orders are exempt: they lower exposure. A breach returns a
-// *RiskError, after halting the limit's scope when the limit has auto_halt. An
-// order without a price under a notional position limit is refused with a
-// *RiskError too, without a halt: it cannot be valued. Before the limits are loaded
-// (see Ready), it returns ErrRiskUnknown.
+// CheckOrder evaluates the limits covering an order's bot with the order included,
+// and, when a limit reads positions, the orders of the bot reserved before it that
+// its metrics do not show yet; an order that passes is then reserved in turn (see
+// reserve). Reduce-only orders are
+// exempt: they lower exposure. A breach returns a *RiskError, after halting the
+// limit's scope when the limit has auto_halt. An order without a price under a
+// notional position limit is refused with a *RiskError too, without a halt: it
+// cannot be valued. Before the limits are loaded (see Ready), it returns
+// ErrRiskUnknown; when the reservation cannot be written, an error matching
+// ErrReserve.
 func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	if o.ReduceOnly {
 		return nil
@@ -268,29 +285,18 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	if !r.Ready() {
 		return ErrRiskUnknown
 	}
-	r.mu.Lock()
-	current := &contract.RiskMetrics{BotID: o.BotID, StrategyID: o.StrategyID}
-	if entry, ok := r.metrics[o.BotID]; ok {
-		current = entry.m
-	}
-	after := withOrder(current, o)
-	after.StrategyID = o.StrategyID
-	day := r.cfg.Day.Of(r.now())
-	scopes, limits, _ := r.applicable(after)
-	breach, unpriced := func() (*Breach, bool) {
-		for i, scope := range scopes {
-			for j := range limits[i] {
-				if b := limits[i][j].unpriced(scope, o); b != nil {
-					return b, true
-				}
-				if b := limits[i][j].check(scope, after, day); b != nil {
-					return b, false
-				}
-			}
+	var breach *Breach
+	var unpriced bool
+	if r.exposureLimited(o) {
+		if err := r.reserve(ctx, o, func(held []contract.Reservation) bool {
+			breach, unpriced = r.checkWith(o, held)
+			return breach == nil
+		}); err != nil {
+			return err
 		}
-		return nil, false
-	}()
-	r.mu.Unlock()
+	} else {
+		breach, unpriced = r.checkWith(o, nil)
+	}
 	switch {
 	case breach == nil:
 		return nil
@@ -305,6 +311,49 @@ func (r *Risk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 		return fmt.Errorf("%w (and publishing its halt failed: %v)", &RiskError{Breach: breach}, err)
 	}
 	return &RiskError{Breach: breach, Halted: true}
+}
+
+// exposureLimited reports whether a limit covering the order's bot reads
+// positions (a position_size or custom limit): only then can orders racing pass it
+// together, and only then is the order's exposure reserved.
+func (r *Risk) exposureLimited(o *contract.OrderIntent) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, limits, _ := r.applicable(&contract.RiskMetrics{BotID: o.BotID, StrategyID: o.StrategyID})
+	for _, ls := range limits {
+		for _, l := range ls {
+			if l.Type == contract.LimitPositionSize || l.Type == contract.LimitCustom {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// checkWith returns the first limit the order breaches with the held reservations
+// counted, and whether it is refused for want of a price.
+func (r *Risk) checkWith(o *contract.OrderIntent, held []contract.Reservation) (*Breach, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	current := &contract.RiskMetrics{BotID: o.BotID, StrategyID: o.StrategyID}
+	if entry, ok := r.metrics[o.BotID]; ok {
+		current = entry.m
+	}
+	after := withOrder(withReservations(current, held), o)
+	after.StrategyID = o.StrategyID
+	day := r.cfg.Day.Of(r.now())
+	scopes, limits, _ := r.applicable(after)
+	for i, scope := range scopes {
+		for j := range limits[i] {
+			if b := limits[i][j].unpriced(scope, o); b != nil {
+				return b, true
+			}
+			if b := limits[i][j].check(scope, after, day); b != nil {
+				return b, false
+			}
+		}
+	}
+	return nil, false
 }
 
 // UpdateMetrics applies an update to a bot's metrics with compare-and-set, retrying

@@ -1,4 +1,4 @@
-package emergency
+package risk
 
 import (
 	"fmt"

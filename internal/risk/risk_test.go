@@ -1,10 +1,13 @@
-package emergency
+package risk
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,14 +16,32 @@ import (
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/natstest"
+	"github.com/flowguard/flowguard/schemas"
 )
 
-// newTestRisk is a Risk with configured limits and no NATS, as if its watch had
-// loaded an empty bucket: enough for CheckOrder while no limit halts (it would
-// need the controller).
+// newTestRisk is a Risk with configured limits over a flow_risk bucket of its own
+// server, as if its watch had loaded the empty bucket: enough for CheckOrder while
+// no limit halts (it would need the controller).
 func newTestRisk(t *testing.T, limits map[string][]contract.RiskLimit) *Risk {
 	t.Helper()
-	r, err := NewRisk(nil, nil, nil, RiskConfig{Limits: limits}, zerolog.Nop())
+	return riskOn(t, riskBucket(t), limits)
+}
+
+// riskBucket is a flow_risk bucket on a server of its own.
+func riskBucket(t *testing.T) jetstream.KeyValue {
+	t.Helper()
+	js := natstest.JetStream(t, natstest.Start(t).URL())
+	kv, err := js.CreateKeyValue(context.Background(), jetstream.KeyValueConfig{Bucket: contract.BucketRisk, History: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kv
+}
+
+// riskOn is a Risk over kv, as one worker's, loaded.
+func riskOn(t *testing.T, kv jetstream.KeyValue, limits map[string][]contract.RiskLimit) *Risk {
+	t.Helper()
+	r, err := NewRisk(kv, nil, nil, RiskConfig{Limits: limits}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +68,7 @@ func (w channelWatcher) Stop() error                             { return nil }
 // Orders are not checked against limits that are not loaded: not before the watch
 // delivered the bucket's initial values, nor while a broken watch is rebuilt.
 func TestOrdersWaitUntilTheRiskLimitsAreLoaded(t *testing.T) {
-	kv := &scriptedKV{watches: make(chan chan jetstream.KeyValueEntry)}
+	kv := &scriptedKV{KeyValue: riskBucket(t), watches: make(chan chan jetstream.KeyValueEntry)}
 	r, err := NewRisk(kv, nil, nil, RiskConfig{}, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -56,7 +77,7 @@ func TestOrdersWaitUntilTheRiskLimitsAreLoaded(t *testing.T) {
 	done := make(chan struct{})
 	go func() { r.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	buy := &contract.OrderIntent{BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 1, ReferencePrice: 65000}
+	buy := &contract.OrderIntent{ClientOrderID: "x.buy", BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 1, ReferencePrice: 65000}
 	ready := func(want bool) {
 		t.Helper()
 		natstest.WaitFor(t, 5*time.Second, func() error {
@@ -94,8 +115,10 @@ func TestOrderWithoutPriceIsRefusedUnderANotionalLimit(t *testing.T) {
 	r := newTestRisk(t, map[string][]contract.RiskLimit{
 		"bot.b1": {{ID: "btc-notional", Type: contract.LimitPositionSize, Basis: "notional", Symbol: "BTCUSDT", Threshold: 100000, AutoHalt: true}},
 	})
+	n := 0
 	order := func(bot, symbol string, price float64, reduceOnly bool) *contract.OrderIntent {
-		return &contract.OrderIntent{BotID: bot, Symbol: symbol, Side: contract.SideBuy, Quantity: 1, Type: contract.OrderTypeMarket, ReferencePrice: price, ReduceOnly: reduceOnly}
+		n++
+		return &contract.OrderIntent{ClientOrderID: fmt.Sprintf("x.o%d", n), BotID: bot, Symbol: symbol, Side: contract.SideBuy, Quantity: 1, Type: contract.OrderTypeMarket, ReferencePrice: price, ReduceOnly: reduceOnly}
 	}
 	err := r.CheckOrder(context.Background(), order("b1", "BTCUSDT", 0, false))
 	var re *RiskError
@@ -149,5 +172,71 @@ func TestParseLimitsByScope(t *testing.T) {
 		if _, err := ParseLimitsByScope([]byte(tc.file)); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error containing %q", tc.file, err, tc.want)
 		}
+	}
+}
+
+// Orders of one bot racing on several workers never together pass a limit: each
+// reserves its exposure with compare-and-set before it may be placed.
+func TestConcurrentOrdersReserveExposureAtomically(t *testing.T) {
+	kv := riskBucket(t)
+	limits := map[string][]contract.RiskLimit{
+		"bot.b1": {{ID: "btc-size", Type: contract.LimitPositionSize, Symbol: "BTCUSDT", Threshold: 10}},
+	}
+	workers := []*Risk{riskOn(t, kv, limits), riskOn(t, kv, limits), riskOn(t, kv, limits)}
+	var wg sync.WaitGroup
+	var allowed, refused atomic.Int32
+	errs := make(chan error, 64)
+	for i := range 64 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			o := &contract.OrderIntent{ClientOrderID: fmt.Sprintf("x%d.buy", i), BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 1, ReferencePrice: 65000}
+			err := workers[i%len(workers)].CheckOrder(context.Background(), o)
+			var re *RiskError
+			switch {
+			case err == nil:
+				allowed.Add(1)
+			case errors.As(err, &re):
+				refused.Add(1)
+			default:
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Errorf("neither allowed nor refused by the limit: %v", err)
+	}
+	if allowed.Load() != 10 || refused.Load() != 54 {
+		t.Fatalf("%d orders allowed, %d refused; want 10 and 54", allowed.Load(), refused.Load())
+	}
+	// A retried order keeps its reservation and passes again; a new one is refused.
+	again := &contract.OrderIntent{ClientOrderID: "x0.buy", BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 1, ReferencePrice: 65000}
+	e, err := kv.Get(context.Background(), contract.RiskReservationsKey("b1"))
+	if err != nil || !strings.Contains(string(e.Value()), `"client_order_id":"x`) {
+		t.Fatalf("reservations: %v", err)
+	}
+	if err := schemas.ValidateJSON(schemas.RiskReservations, e.Value()); err != nil {
+		t.Errorf("reservations do not match their schema: %v", err)
+	}
+	var held contract.Reservations
+	_ = json.Unmarshal(e.Value(), &held)
+	again.ClientOrderID = held.Orders[0].ClientOrderID
+	if err := workers[0].CheckOrder(context.Background(), again); err != nil {
+		t.Errorf("a reserved order checked again: %v", err)
+	}
+	// Its bot's metrics, updated after the orders, settle the reservations.
+	qty := 10.0
+	m, err := UpdateMetrics(context.Background(), kv, "b1", contract.RiskUpdate{Positions: map[string]contract.Position{"BTCUSDT": {Quantity: qty}}}, TradingDay{}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	workers[0].mu.Lock()
+	workers[0].metrics["b1"] = metricsEntry{m: m}
+	workers[0].mu.Unlock()
+	sell := &contract.OrderIntent{ClientOrderID: "y.sell", BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideSell, Quantity: 5, ReferencePrice: 65000}
+	if err := workers[0].CheckOrder(context.Background(), sell); err != nil {
+		t.Errorf("a sale within the limit once the fills are reported: %v", err)
 	}
 }

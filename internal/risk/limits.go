@@ -1,4 +1,4 @@
-package emergency
+package risk
 
 import (
 	"encoding/json"
@@ -14,6 +14,7 @@ import (
 	"github.com/expr-lang/expr/vm"
 
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/schemas"
 )
 
@@ -162,8 +163,8 @@ func CompileLimits(limits []contract.RiskLimit) ([]compiledLimit, error) {
 // workflow.<id> scope could never be checked.
 func CheckLimitScope(scope string) error {
 	kind, _, _ := strings.Cut(scope, ".")
-	if CheckScope(scope) != nil || kind == ScopeWorkflow {
-		return fmt.Errorf("%w %q for risk limits: use global, bot.<id> or strategy.<id> (metrics are kept per bot and its strategy, so limits of a workflow.<id> scope would never be checked)", ErrInvalidScope, scope)
+	if emergency.CheckScope(scope) != nil || kind == emergency.ScopeWorkflow {
+		return fmt.Errorf("%w %q for risk limits: use global, bot.<id> or strategy.<id> (metrics are kept per bot and its strategy, so limits of a workflow.<id> scope would never be checked)", emergency.ErrInvalidScope, scope)
 	}
 	return nil
 }
