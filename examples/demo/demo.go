@@ -78,7 +78,9 @@ func workerConfig(natsURL string, t timing) worker.Config {
 	jitter := 0.0
 	cfg := worker.Config{
 		WorkerID: "demo-worker",
-		Consumer: consumer.Config{Concurrency: 16},
+		// The simulated exchange listens on loopback, which http nodes reach only when allowed.
+		EgressAllow: []string{"127.0.0.1"},
+		Consumer:    consumer.Config{Concurrency: 16},
 		Resilience: worker.ResilienceConfig{
 			Overrides: resilience.Settings{
 				Retry:   resilience.RetrySettings{MaxAttempts: 3, MinWait: 100 * time.Millisecond, MaxWait: 400 * time.Millisecond},
@@ -93,7 +95,7 @@ func workerConfig(natsURL string, t timing) worker.Config {
 
 // workerFlags are workerConfig's settings as flags of cmd/worker.
 func workerFlags(t timing) string {
-	return fmt.Sprintf("--retry-attempts 3 --retry-min-wait 100ms --retry-max-wait 400ms --retry-jitter 0 --breaker-threshold 3 --breaker-open-time %s", t.breakerOpen)
+	return fmt.Sprintf("--egress-allow 127.0.0.1 --retry-attempts 3 --retry-min-wait 100ms --retry-max-wait 400ms --retry-jitter 0 --breaker-threshold 3 --breaker-open-time %s", t.breakerOpen)
 }
 
 // Summary is what a run did.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flowguard/flowguard/internal/client"
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
 )
 
 // narrator prints timestamped lines.
@@ -198,8 +199,11 @@ func (w *watcher) onEmergency(m *nats.Msg) {
 	if json.Unmarshal(m.Data, &cmd) != nil {
 		return
 	}
-	scope := strings.TrimPrefix(m.Subject, w.client.Subjects().Emergency(""))
+	scope, auto := emergency.SubjectScope(strings.TrimPrefix(m.Subject, w.client.Subjects().Emergency("")))
 	action := strings.ToLower(cmd.Action)
+	if auto {
+		action = emergency.ActionHalt // a worker's automatic halt, whatever it says
+	}
 	w.mu.Lock()
 	repeat := action == "halt" && w.scopes[scope] == "halt"
 	if action == "halt" && !repeat {

@@ -161,7 +161,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 // startWorker runs a worker in this process until the returned stop is called.
 func (e *env) startWorker(ctx context.Context, id string, concurrency int) (stop func(), err error) {
 	cfg := worker.Config{WorkerID: id, Consumer: consumer.Config{Concurrency: concurrency, AckWait: e.cfg.AckWait,
-		MaxAckPending: max(consumer.DefaultMaxAckPending, 2*concurrency)}}
+		MaxAckPending: max(consumer.DefaultMaxAckPending, 2*concurrency)},
+		EgressAllow: []string{"127.0.0.1"}} // the simulated exchange of the HTTP workload
 	cfg.NATS.URL = e.cfg.URL
 	w, err := worker.New(cfg, zerolog.Nop())
 	if err != nil {

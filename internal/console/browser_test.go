@@ -59,7 +59,7 @@ func startDeployment(t *testing.T) *deployment {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { cancel(); wg.Wait() })
 
-	cfg := worker.Config{WorkerID: "w1", Version: "1.2.3"}
+	cfg := worker.Config{WorkerID: "w1", Version: "1.2.3", EgressAllow: []string{"127.0.0.1"}} // the test provider is on loopback
 	cfg.NATS.URL = srv.URL()
 	cfg.Consumer = consumer.Config{ShutdownGrace: 5 * time.Second}
 	cfg.Resilience.Overrides = resilience.Settings{

@@ -207,11 +207,15 @@ func (f *feeds) followEmergency(ctx context.Context) error {
 	prefix := f.subjects.Emergency("")
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy}
 	return f.follow(ctx, contract.StreamEmergency, f.subjects.EmergencyAll(), cfg, &last, func(m jetstream.Msg, meta *jetstream.MsgMetadata) {
-		scope := strings.TrimPrefix(m.Subject(), prefix)
+		tail := strings.TrimPrefix(m.Subject(), prefix)
+		cmd := client.Command{EmergencyCommand: emergency.DecodeCommand(m.Data()), Seq: meta.Sequence.Stream, Stored: meta.Timestamp}
+		cmd.Scope, cmd.Auto = emergency.SubjectScope(tail)
+		if cmd.Auto {
+			cmd.Action = emergency.ActionHalt // a worker's automatic halt, whatever it says
+		}
 		f.mu.Lock()
-		f.board.ApplyMessage(scope, m.Data(), meta.Sequence.Stream)
-		f.history = appendBounded(f.history, client.Command{EmergencyCommand: emergency.DecodeCommand(m.Data()),
-			Scope: scope, Seq: meta.Sequence.Stream, Stored: meta.Timestamp}, maxHistory)
+		f.board.ApplyMessage(tail, m.Data(), meta.Sequence.Stream)
+		f.history = appendBounded(f.history, cmd, maxHistory)
 		f.mu.Unlock()
 		f.hub.touch(topicEmergency)
 		f.hub.touch(topicRisk) // auto-halts show beside the limits
