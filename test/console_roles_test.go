@@ -101,7 +101,7 @@ func TestConsoleRolesWatchAndActWithoutAViolation(t *testing.T) {
 	h.srv = srv
 	h.startWorker("w1", asWorker(srv.URL()))
 	h.deploy(twoStepWorkflow)
-	bot := harnessOn(t, connectAs(t, srv.URL(), "bot"))
+	bot := harnessOn(t, connectAs(t, srv.URL(), "b1"))
 	id := bot.submit(&contract.Request{WorkflowID: "two-step", BotID: "b1", Inputs: map[string]any{"n": 1}})
 	h.waitStatus("two-step", id, 20*time.Second)
 	bot.submit(&contract.Request{WorkflowID: "not-deployed", BotID: "b1"})

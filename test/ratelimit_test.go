@@ -82,7 +82,7 @@ func TestFleetRateLimitHoldsAcrossWorkerProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A threshold of 1: a single wait counted against the breaker would open it.
-	f := newFleet(t, h.srv.URL(), "--rate-limits", limits, "--breaker-threshold", "1", "--concurrency", "32")
+	f := newFleet(t, h.srv.URL(), "--egress-allow", "127.0.0.1", "--rate-limits", limits, "--breaker-threshold", "1", "--concurrency", "32")
 	procs := []*proc{f.start("w1"), f.start("w2"), f.start("w3")}
 	h.deploy(fmt.Sprintf(limitedWorkflow, "limited", `"weight": 1, "budgets": ["calls"],`, api.URL))
 
@@ -131,7 +131,7 @@ func TestA429PausesTheProviderForEveryWorker(t *testing.T) {
 	h := newHarness(t)
 	api := newWindowedAPI(t, time.Second)
 	api.refuse = "2"
-	f := newFleet(t, h.srv.URL())
+	f := newFleet(t, h.srv.URL(), "--egress-allow", "127.0.0.1") // the provider is on loopback
 	procs := []*proc{f.start("w1"), f.start("w2"), f.start("w3")}
 	h.deploy(fmt.Sprintf(limitedWorkflow, "paused", "", api.URL))
 

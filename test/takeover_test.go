@@ -65,7 +65,7 @@ func TestStaleOwnerWritesNothing(t *testing.T) {
 	defer releaseFirst()
 
 	h := newHarness(t)
-	f := newFleet(t, h.srv.URL())
+	f := newFleet(t, h.srv.URL(), "--egress-allow", "127.0.0.1") // the provider is on loopback
 	metrics := map[string]string{}
 	for _, n := range []string{"w1", "w2", "w3"} {
 		metrics[n] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
