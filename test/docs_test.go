@@ -290,7 +290,7 @@ func (b fence) commands() []commandLine {
 		for i+1 < len(b.body) {
 			if t := strings.TrimSpace(text); strings.HasSuffix(t, `\`) {
 				text = strings.TrimSuffix(t, `\`) + " "
-			} else if strings.Count(text, "'")%2 == 1 {
+			} else if quoteLeftOpen(text) {
 				text += "\n"
 			} else {
 				break
@@ -301,6 +301,23 @@ func (b fence) commands() []commandLine {
 		out = append(out, commandLine{line: b.line + 1 + first, text: text})
 	}
 	return out
+}
+
+// quoteLeftOpen reports whether text leaves a single-quoted string open; quotes in
+// a comment (an apostrophe after #) do not count.
+func quoteLeftOpen(text string) bool {
+	inSingle, inDouble := false, false
+	for i := 0; i < len(text); i++ {
+		switch c := text[i]; {
+		case c == '\'' && !inDouble:
+			inSingle = !inSingle
+		case c == '"' && !inSingle:
+			inDouble = !inDouble
+		case c == '#' && !inSingle && !inDouble && (i == 0 || text[i-1] == ' ' || text[i-1] == '\t' || text[i-1] == '\n'):
+			return false
+		}
+	}
+	return inSingle
 }
 
 // shellWords splits a command line as sh does for the simple quoting the docs
@@ -385,7 +402,7 @@ func TestDocsRunnableSnippets(t *testing.T) {
 
 // natsPayload says which schema the payload of a nats CLI command follows.
 type natsPayload struct {
-	pattern *regexp.Regexp // over "pub SUBJECT" or "kv put BUCKET KEY"
+	pattern *regexp.Regexp // over "pub SUBJECT", "req SUBJECT" or "kv put BUCKET KEY"
 	schema  string
 }
 
@@ -397,6 +414,10 @@ var natsPayloads = []natsPayload{
 	{regexp.MustCompile(`^kv put flow_risk limits\.`), schemas.RiskLimits},
 	{regexp.MustCompile(`^kv put flow_risk metrics\.`), schemas.RiskMetrics},
 	{regexp.MustCompile(`^kv put flow_workflows [A-Za-z0-9_-]+$`), schemas.Workflow},
+	{regexp.MustCompile(`^kv put flow_ratelimits budgets\.`), schemas.RateLimits},
+	{regexp.MustCompile(`^kv put flow_ratelimits pause\.`), schemas.ProviderPause},
+	// a schedule is the request it fires, without its request_id
+	{regexp.MustCompile(`^(pub|req) flow\.schedules\.[A-Za-z0-9_-]+$`), schemas.ExecutionRequest},
 }
 
 // TestDocsNATSPayloads: the messages the docs publish with the nats CLI follow their
@@ -411,15 +432,15 @@ func TestDocsNATSPayloads(t *testing.T) {
 			}
 			for _, c := range b.commands() {
 				words, err := shellWords(c.text)
-				if err != nil || len(words) < 3 || words[0] != "nats" || (words[1] != "pub" && words[1] != "kv") {
+				if err != nil || len(words) < 3 || words[0] != "nats" || (words[1] != "pub" && words[1] != "req" && words[1] != "kv") {
 					continue
 				}
 				where := fmt.Sprintf("%s:%d", d.path, c.line)
 				var target, payload string
 				var rest []string
 				switch {
-				case words[1] == "pub" && len(words) >= 4:
-					target, payload, rest = "pub "+words[2], words[3], words[4:]
+				case (words[1] == "pub" || words[1] == "req") && len(words) >= 4:
+					target, payload, rest = words[1]+" "+words[2], words[3], words[4:]
 				case words[1] == "kv" && words[2] == "put" && len(words) >= 6:
 					target, payload = "kv put "+words[3]+" "+words[4], words[5]
 				default:
