@@ -408,7 +408,7 @@ type natsPayload struct {
 
 // natsPayloads are the nats CLI commands the docs may show with a JSON payload.
 var natsPayloads = []natsPayload{
-	{regexp.MustCompile(`^pub flow\.exec\.[A-Za-z0-9_-]+$`), schemas.ExecutionRequest},
+	{regexp.MustCompile(`^pub flow\.exec\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$`), schemas.ExecutionRequest},
 	{regexp.MustCompile(`^pub flow\.emergency\.`), schemas.EmergencyCommand},
 	{regexp.MustCompile(`^kv put flow_breakers override\.`), schemas.BreakerOverride},
 	{regexp.MustCompile(`^kv put flow_risk limits\.`), schemas.RiskLimits},
@@ -466,9 +466,19 @@ func TestDocsNATSPayloads(t *testing.T) {
 				var req struct {
 					RequestID  string `json:"request_id"`
 					WorkflowID string `json:"workflow_id"`
+					BotID      string `json:"bot_id"`
 				}
 				if err := json.Unmarshal([]byte(payload), &req); err != nil {
 					t.Fatal(err)
+				}
+				if strings.HasPrefix(target, "pub flow.exec.") {
+					bot := req.BotID
+					if bot == "" {
+						bot = "_"
+					}
+					if want := "pub flow.exec." + req.WorkflowID + "." + bot; target != want {
+						t.Errorf("%s: a request of workflow %q and bot %q is published to %s, not %s (see docs/contract.md)", where, req.WorkflowID, req.BotID, strings.TrimPrefix(want, "pub "), strings.TrimPrefix(target, "pub "))
+					}
 				}
 				want := "Nats-Msg-Id:" + req.WorkflowID + "." + req.RequestID
 				if req.RequestID != "" && !slices.Contains(rest, want) {
