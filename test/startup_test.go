@@ -146,7 +146,17 @@ func TestWorkerCheck(t *testing.T) {
 		Permissions: &server.Permissions{Publish: &server.SubjectPermission{Deny: []string{"flow.emergency.>"}}},
 	}}})
 	out, err = check(t, limited.URL(), func(c *worker.Config) { c.NATS.User, c.NATS.Password = "worker", "pw" })
-	if !errors.Is(err, worker.ErrCheckFailed) || !strings.Contains(out, "FAIL  publish to flow.emergency.global") || strings.Count(out, "FAIL") != 1 {
+	if !errors.Is(err, worker.ErrCheckFailed) || !strings.Contains(out, "FAIL  publish to flow.emergency.auto.global") || strings.Count(out, "FAIL") != 1 {
 		t.Errorf("a user without a right: %v\n%s", err, out)
+	}
+
+	// The worker role that deploy/nats/auth.conf ships has every right --check tries.
+	roles := rolesServer(t)
+	asRole := asWorker(roles.URL()) // the same settings as the running worker's
+	rh := harnessOn(t, connectAs(t, roles.URL(), "operator"))
+	rh.srv = roles
+	rh.startWorker("w1", asWorker(roles.URL()))
+	if out, err := check(t, "", asRole); err != nil || !strings.Contains(out, "all checks passed") {
+		t.Errorf("the shipped worker role: %v\n%s", err, out)
 	}
 }

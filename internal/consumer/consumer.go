@@ -213,7 +213,7 @@ type Consumer struct {
 	consumer jetstream.Consumer
 	bound    bool
 	// lease is the server's redelivery deadline of the bound consumer: heartbeats
-	// go out every third of it.
+	// go out every quarter of it.
 	lease time.Duration
 }
 

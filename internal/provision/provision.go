@@ -170,23 +170,17 @@ func Ensure(ctx context.Context, js jetstream.JetStream, c Config) (*Buckets, er
 		}
 	}
 	var b Buckets
-	kvs := []*jetstream.KeyValue{&b.State, &b.Workflows, &b.Risk, &b.Breakers}
+	kvs := []*jetstream.KeyValue{&b.State, &b.Workflows, &b.Risk, &b.Breakers, &b.RateLimits}
 	for i, bc := range BucketConfigs(c) {
 		if *kvs[i], err = ensureBucket(ctx, js, bc); err != nil {
 			return nil, err
 		}
 	}
-	if b.RateLimits, err = ensureBucket(ctx, js, jetstream.KeyValueConfig{
-		Bucket: contract.BucketRateLimits, Description: "flowguard rate limits: providers' budgets and pauses",
-		History: rateLimitsHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
-	}); err != nil {
-		return nil, err
-	}
 	return &b, nil
 }
 
 // BucketConfigs returns the bucket configurations of the contract: state,
-// workflows, risk and breakers, in that order.
+// workflows, risk, breakers and rate limits, in that order.
 func BucketConfigs(c Config) []jetstream.KeyValueConfig {
 	return []jetstream.KeyValueConfig{
 		{
@@ -204,6 +198,10 @@ func BucketConfigs(c Config) []jetstream.KeyValueConfig {
 		{
 			Bucket: contract.BucketBreakers, Description: "flowguard circuit breakers: operators' orders and shared states, by provider",
 			History: breakersHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
+		},
+		{
+			Bucket: contract.BucketRateLimits, Description: "flowguard rate limits: providers' budgets and pauses",
+			History: rateLimitsHistory, Replicas: c.Replicas, Storage: jetstream.FileStorage,
 		},
 	}
 }

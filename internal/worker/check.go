@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/natsconn"
 	"github.com/flowguard/flowguard/internal/provision"
@@ -80,15 +81,17 @@ func (w *Worker) Check(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	findings = append(findings, inspected...)
-	findings = append(findings, w.checkConsumer(ctx, js))
+	findings = append(findings, w.checkConsumer(ctx, js, w.cfg.Consumer))
+	firings := w.cfg.Consumer
+	firings.Stream, firings.Durable, firings.FilterSubject = contract.StreamSchedules, contract.DurableSchedules, w.subjects.FiredAll()
+	findings = append(findings, w.checkConsumer(ctx, js, firings))
 	findings = append(findings, w.checkRights(ctx, js, violations)...)
 	return report(out, findings)
 }
 
-// checkConsumer compares the shared consumer, as the server stores it, with this
-// worker's settings.
-func (w *Worker) checkConsumer(ctx context.Context, js jetstream.JetStream) provision.Finding {
-	c := w.cfg.Consumer
+// checkConsumer compares a consumer the workers share (of requests, or of
+// schedules' firings), as the server stores it, with this worker's settings.
+func (w *Worker) checkConsumer(ctx context.Context, js jetstream.JetStream, c consumer.Config) provision.Finding {
 	f := provision.Finding{What: "consumer " + c.Durable + " on " + c.Stream}
 	cons, err := js.Consumer(ctx, c.Stream, c.Durable)
 	switch {
@@ -111,7 +114,7 @@ func (w *Worker) checkConsumer(ctx context.Context, js jetstream.JetStream) prov
 func (w *Worker) checkRights(ctx context.Context, js jetstream.JetStream, violations <-chan error) []provision.Finding {
 	s := w.subjects
 	var out []provision.Finding
-	for _, bucket := range []string{contract.BucketState, contract.BucketWorkflows, contract.BucketRisk, contract.BucketBreakers} {
+	for _, bucket := range []string{contract.BucketState, contract.BucketWorkflows, contract.BucketRisk, contract.BucketBreakers, contract.BucketRateLimits} {
 		out = append(out, tryRight(ctx, "read bucket "+bucket, violations, func(ctx context.Context) error {
 			kv, err := js.KeyValue(ctx, bucket)
 			if err != nil {
@@ -123,8 +126,10 @@ func (w *Worker) checkRights(ctx context.Context, js jetstream.JetStream, violat
 	}
 	for _, subject := range []string{
 		s.Event(contract.NoBot, "check", "check", contract.ExecutionStarted),
-		s.Orders("check"), s.DLQ("check"), s.Emergency("global"),
+		s.Orders("check"), s.DLQ("check"), s.AutoHalt("global"),
 		"$KV." + contract.BucketState + ".check", "$KV." + contract.BucketRisk + ".metrics.check",
+		"$KV." + contract.BucketRisk + ".reservations.check", "$KV." + contract.BucketBreakers + ".state.check",
+		s.RateLimit("check", "check", time.Second, 0), "$KV." + contract.BucketRateLimits + ".pause.check",
 	} {
 		out = append(out, tryRight(ctx, "publish to "+subject, violations, func(ctx context.Context) error {
 			_, err := js.Publish(ctx, subject, nil, jetstream.WithExpectStream(checkStream))
