@@ -25,7 +25,8 @@ const (
 	// KindHTTPStatus: the provider answered with a non-2xx status; 5xx and 408 are
 	// transient, other 4xx are not.
 	KindHTTPStatus = "http_status"
-	// KindRateLimited: HTTP 429 (transient; its Retry-After is honoured).
+	// KindRateLimited: HTTP 429 or 418 (transient; its Retry-After is honoured), or
+	// no rate-limit budget before the node's deadline (see internal/ratelimit).
 	KindRateLimited = "rate_limited"
 	// KindBadResponse: the answer is too large, or not the JSON it claims to be.
 	KindBadResponse = "bad_response"
