@@ -63,6 +63,50 @@ func TestExecutionEmitsLifecycleEventsInOrder(t *testing.T) {
 	}
 }
 
+// The request is gone from FLOW_EXEC once acknowledged: execution_started keeps
+// its inputs for whoever reads the execution later, and no other event repeats them.
+func TestStartedEventCarriesTheRequestsInputs(t *testing.T) {
+	h := newHarness(t)
+	h.startWorker("w1", nil)
+	h.deploy(twoStepWorkflow)
+
+	h.publishRaw("flow.exec.two-step.b1", []byte(`{"request_id": "with-inputs", "workflow_id": "two-step", "bot_id": "b1",
+		"inputs": {"n": 20, "symbol": "BTCUSDT", "levels": [1, 2], "opts": {"post_only": true}}}`), nil)
+	h.publishRaw("flow.exec.two-step.b1", []byte(`{"request_id": "no-inputs", "workflow_id": "two-step", "bot_id": "b1"}`), nil)
+	h.waitStatus("two-step", "with-inputs", 10*time.Second)
+	h.waitStatus("two-step", "no-inputs", 10*time.Second)
+
+	started := h.waitEvent("two-step", "with-inputs", contract.ExecutionStarted, "", 10*time.Second)
+	want := map[string]any{"n": float64(20), "symbol": "BTCUSDT", "levels": []any{float64(1), float64(2)}, "opts": map[string]any{"post_only": true}}
+	if got, _ := json.Marshal(started.Inputs); string(got) != mustJSON(t, want) {
+		t.Errorf("execution_started inputs = %s, want %s", got, mustJSON(t, want))
+	}
+	for _, ev := range h.events("two-step", "with-inputs") {
+		if ev.Type != contract.ExecutionStarted && ev.Inputs != nil {
+			t.Errorf("%s carries inputs %v; only execution_started does", ev.Type, ev.Inputs)
+		}
+	}
+	if ev := h.waitEvent("two-step", "no-inputs", contract.ExecutionStarted, "", 10*time.Second); ev.Inputs != nil {
+		t.Errorf("execution_started of a request without inputs carries %v", ev.Inputs)
+	}
+	raw := h.messages(contract.StreamEvents, "flow.events.b1.two-step.with-inputs.execution_started")
+	if len(raw) != 1 {
+		t.Fatalf("%d execution_started messages, want 1", len(raw))
+	}
+	if err := schemas.ValidateJSON(schemas.Event, raw[0].Data()); err != nil {
+		t.Errorf("execution_started with inputs: %v", err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	data, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
+}
+
 func TestCorrelationIDOnEveryEventAndHeader(t *testing.T) {
 	h := newHarness(t)
 	h.startWorker("w1", nil)

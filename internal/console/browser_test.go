@@ -215,6 +215,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		if correlation != "exec_two-step_live-1" {
 			t.Errorf("correlation id shown %q, want exec_two-step_live-1", correlation)
 		}
+		inputs := value(t, browser, "read the inputs", chromedp.Text(chromedp.CSS("#inputs")))
+		if !strings.Contains(inputs, `"n": 20`) {
+			t.Errorf("inputs shown %q, want the request's {\"n\": 20}", inputs)
+		}
 	})
 
 	t.Run("a node's retries show as attempts and waits", func(t *testing.T) {

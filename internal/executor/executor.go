@@ -216,7 +216,7 @@ func (e *Executor) Run(ctx context.Context, x *Execution, st State) Outcome {
 		}
 	}
 
-	started := contract.Event{Type: contract.ExecutionStarted}
+	started := contract.Event{Type: contract.ExecutionStarted, Inputs: x.Inputs}
 	if x.Resume {
 		restored, err := r.restore(ctx)
 		if err != nil {
