@@ -28,6 +28,7 @@ import (
 	"github.com/flowguard/flowguard/internal/natstest"
 	"github.com/flowguard/flowguard/internal/resilience"
 	"github.com/flowguard/flowguard/internal/risk"
+	"github.com/flowguard/flowguard/internal/schedule"
 	"github.com/flowguard/flowguard/internal/worker"
 )
 
@@ -392,6 +393,42 @@ func TestConsoleInBrowser(t *testing.T) {
 		run(t, browser, "on a phone", chromedp.EmulateViewport(390, 844, chromedp.EmulateMobile),
 			chromedp.Navigate(d.url+"/executions"), visible(`tr[data-id="live-1"]`))
 		screenshot(t, browser, "executions-phone")
+	})
+
+	t.Run("schedules show live, with their last firing", func(t *testing.T) {
+		book := d.client.Schedules()
+		run(t, browser, "open the schedules", chromedp.EmulateViewport(1280, 900), chromedp.Navigate(d.url+"/schedules"), visible("#schedules"))
+		// Bot b2: b1 is auto-halted by the risk test above.
+		req := contract.Request{WorkflowID: "two-step", BotID: "b2", Inputs: map[string]any{"n": 3}}
+		if err := book.Add(d.ctx, schedule.Spec{Name: "every-second", Request: req, Every: time.Second}, false); err != nil {
+			t.Fatal(err)
+		}
+		if err := book.Add(d.ctx, schedule.Spec{Name: "london-open", Request: contract.Request{WorkflowID: "two-step"}, Cron: "0 8 * * 1-5", TimeZone: "Europe/London"}, false); err != nil {
+			t.Fatal(err)
+		}
+		run(t, browser, "both show without a reload, the first fired and completed",
+			visible(`tr[data-schedule="every-second"] .e-active`), visible(`tr[data-schedule="london-open"] .e-active`),
+			visible(`tr[data-schedule="every-second"] .last a`), visible(`tr[data-schedule="every-second"] .last .s-completed`))
+		when := value(t, browser, "read the cron", chromedp.Text(chromedp.CSS(`tr[data-schedule="london-open"] .when`)))
+		if when != "0 0 8 * * 1-5 Europe/London" {
+			t.Errorf("the cron schedule shows %q, want its 6-field cron and its zone", when)
+		}
+		last := value(t, browser, "read the last firing's link", chromedp.AttributeValue(`tr[data-schedule="every-second"] .last a`, "href"))
+		if !strings.HasPrefix(last.Value, "/executions/two-step/every-second-") {
+			t.Errorf("the last firing links to %q, want an execution every-second-<time>", last.Value)
+		}
+
+		if err := book.Pause(d.ctx, "every-second", "desk"); err != nil {
+			t.Fatal(err)
+		}
+		run(t, browser, "the pause shows", visible(`tr[data-schedule="every-second"] .e-paused`))
+		screenshot(t, browser, "schedules")
+
+		if err := book.Remove(d.ctx, "london-open"); err != nil {
+			t.Fatal(err)
+		}
+		run(t, browser, "the removed schedule goes", chromedp.WaitNotPresent(chromedp.CSS(`tr[data-schedule="london-open"]`)),
+			visible(`tr[data-schedule="every-second"]`))
 	})
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/metrics"
+	"github.com/flowguard/flowguard/internal/schedule"
 )
 
 // workerService is the micro service every worker registers as.
@@ -87,6 +88,11 @@ type feeds struct {
 	limits   map[string][]contract.RiskLimit
 	metrics  map[string]*contract.RiskMetrics
 	fleet    map[string]*WorkerStatus
+	// schedules are those of FLOW_SCHEDULES, by name; fired holds the last
+	// firing seen of each; pokeSchedules makes followSchedules read them again.
+	schedules     []schedule.Schedule
+	fired         map[string]*Firing
+	pokeSchedules func()
 	// applied records, per scope, when discovery first found every worker had
 	// applied the scope's last command.
 	applied map[string]appliedMark
@@ -102,7 +108,7 @@ func newFeeds(nc *nats.Conn, js jetstream.JetStream, subjects contract.Subjects,
 	return &feeds{nc: nc, js: js, subjects: subjects, idx: idx, hub: h, log: log, window: cfg.Window, interval: cfg.FleetInterval,
 		board: emergency.Board{}, breakers: map[string]*BreakerView{},
 		limits: map[string][]contract.RiskLimit{}, metrics: map[string]*contract.RiskMetrics{}, fleet: map[string]*WorkerStatus{},
-		applied: map[string]appliedMark{}}
+		applied: map[string]appliedMark{}, fired: map[string]*Firing{}}
 }
 
 // run follows everything until ctx ends.
@@ -115,6 +121,7 @@ func (f *feeds) run(ctx context.Context) {
 		"breakers":  f.watchBreakers,
 		"risk":      f.watchRisk,
 		"fleet":     f.discover,
+		"schedules": f.followSchedules,
 	} {
 		wg.Add(1)
 		go func() {
@@ -197,6 +204,7 @@ func (f *feeds) followEvents(ctx context.Context) error {
 			return // not an event of this contract
 		}
 		f.idx.apply(&ev)
+		f.sawFiring(&ev)
 		f.hub.touch(topicExecutions)
 		f.hub.touch(topicExecution + ev.ExecutionID)
 	})

@@ -42,6 +42,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /dlq/{seq}", s.deadLetter)
 	mux.HandleFunc("POST /dlq/{seq}/republish", s.act(s.republish))
 	mux.HandleFunc("GET /plots", s.plots)
+	mux.HandleFunc("GET /schedules", s.schedules)
 	mux.HandleFunc("GET /login", s.loginPage)
 	mux.HandleFunc("POST /login", s.login)
 	mux.HandleFunc("POST /logout", s.logout)

@@ -15,6 +15,7 @@ const (
 	topicRisk       = "risk"
 	topicEmergency  = "emergency"
 	topicDLQ        = "dlq"
+	topicSchedules  = "schedules"
 	// topicExecution + id: one execution changed.
 	topicExecution = "x."
 )

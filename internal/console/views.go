@@ -18,7 +18,7 @@ import (
 var webFS embed.FS
 
 // pages are the views, each a template in web/ named after it.
-var pages = []string{"executions", "execution", "fleet", "providers", "risk", "emergency", "dlq", "deadletter", "plots", "login", "refused"}
+var pages = []string{"executions", "execution", "fleet", "providers", "risk", "emergency", "dlq", "deadletter", "plots", "schedules", "login", "refused"}
 
 // views renders the pages.
 type views struct {

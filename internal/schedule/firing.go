@@ -23,6 +23,21 @@ func FiringID(name string, fired time.Time) string {
 	return name + "-" + fired.UTC().Truncate(time.Second).Format("20060102T150405Z")
 }
 
+// ParseFiringID returns the schedule name and firing time of a request id made by
+// FiringID; ok is false for any other request id.
+func ParseFiringID(id string) (name string, fired time.Time, ok bool) {
+	const layout = "20060102T150405Z"
+	i := len(id) - len(layout) - 1
+	if i < 1 || id[i] != '-' {
+		return "", time.Time{}, false
+	}
+	fired, err := time.Parse(layout, id[i+1:])
+	if err != nil || checkName(id[:i]) != nil {
+		return "", time.Time{}, false
+	}
+	return id[:i], fired, true
+}
+
 // firing is a firing presented as the execution request it stands for: subject
 // <prefix>.exec.<workflow_id>.<bot_id>, and its request with request_id FiringID. Ack, Nak
 // and the rest settle the firing itself.

@@ -117,3 +117,18 @@ func TestFiringIDAndLateness(t *testing.T) {
 		}
 	}
 }
+
+func TestParseFiringIDReadsWhatFiringIDMade(t *testing.T) {
+	at := time.Date(2026, 11, 30, 8, 0, 5, 0, time.UTC)
+	for _, name := range []string{"btc-minute", "a", "x-20261130T080000Z"} {
+		got, fired, ok := ParseFiringID(FiringID(name, at))
+		if !ok || got != name || !fired.Equal(at) {
+			t.Errorf("ParseFiringID(FiringID(%q)) = %q, %s, %v", name, got, fired, ok)
+		}
+	}
+	for _, id := range []string{"", "req-1", "-20261130T080000Z", "btc-20261330T080000Z", "btc_20261130T080000Z", "b.c-20261130T080000Z"} {
+		if name, _, ok := ParseFiringID(id); ok {
+			t.Errorf("ParseFiringID(%q) = %q, want no firing", id, name)
+		}
+	}
+}
