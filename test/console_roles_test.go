@@ -19,6 +19,7 @@ import (
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/natstest"
 	"github.com/flowguard/flowguard/internal/risk"
+	"github.com/flowguard/flowguard/internal/schedule"
 )
 
 const consoleToken = "roles-test-console-token"
@@ -65,6 +66,23 @@ func page(t *testing.T, base, path string, want string) string {
 		return nil
 	})
 	return body
+}
+
+// pageWithout reads a console page until it no longer shows gone.
+func pageWithout(t *testing.T, base, path, gone string) {
+	t.Helper()
+	natstest.WaitFor(t, 20*time.Second, func() error {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(resp.Body)
+		if strings.Contains(string(data), gone) {
+			return fmt.Errorf("%s still shows %q", path, gone)
+		}
+		return nil
+	})
 }
 
 // act posts a console action with the token, as a script would, and returns the
@@ -122,6 +140,10 @@ func TestConsoleRolesWatchAndActWithoutAViolation(t *testing.T) {
 	if err := h.client.OrderBreaker(h.ctx, &contract.BreakerOverride{Provider: "exchange", Action: "open", Reason: "roles test", IssuedAt: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
+	schedules := h.client.Schedules()
+	if err := schedules.Add(h.ctx, schedule.Spec{Name: "london-open", Request: contract.Request{WorkflowID: "two-step", BotID: "b1"}, Cron: "0 8 * * *", TimeZone: "Europe/London"}, false); err != nil {
+		t.Fatal(err)
+	}
 	dlqSeq := regexp.MustCompile(`data-seq="(\d+)"`)
 
 	for _, role := range []string{"viewer", "console"} {
@@ -137,6 +159,17 @@ func TestConsoleRolesWatchAndActWithoutAViolation(t *testing.T) {
 			seq := dlqSeq.FindStringSubmatch(page(t, base, "/dlq", "data-seq="))[1]
 			page(t, base, "/dlq/"+seq, "not-deployed")
 			page(t, base, "/plots", `data-workflow="two-step"`)
+			page(t, base, "/schedules", `data-schedule="london-open"`)
+			// Added and removed while the console runs: it follows both.
+			added := "added-for-" + role
+			if err := schedules.Add(h.ctx, schedule.Spec{Name: added, Request: contract.Request{WorkflowID: "two-step"}, Cron: "0 9 * * *"}, false); err != nil {
+				t.Fatal(err)
+			}
+			page(t, base, "/schedules", `data-schedule="`+added+`"`)
+			if err := schedules.Remove(h.ctx, added); err != nil {
+				t.Fatal(err)
+			}
+			pageWithout(t, base, "/schedules", `data-schedule="`+added+`"`)
 			if errs := v.list(); len(errs) > 0 {
 				t.Fatalf("the %s role lacks permissions to watch: %v", role, errs)
 			}
