@@ -30,6 +30,8 @@ const workerService = "flowguard-worker"
 const (
 	maxHistory     = 1000
 	maxDeadLetters = 1000
+	// maxFired bounds the schedules whose last firing is kept.
+	maxFired = 10000
 )
 
 // DeadLetter is a dead letter with its FLOW_DLQ sequence.

@@ -103,6 +103,10 @@ func (f *feeds) sawFiring(ev *contract.Event) {
 	}
 	f.mu.Lock()
 	last := f.fired[name]
+	if last == nil && len(f.fired) >= maxFired {
+		f.mu.Unlock()
+		return // a flood of made-up firing ids; keep memory bounded
+	}
 	isNew := last == nil || at.After(last.At)
 	if isNew {
 		f.fired[name] = &Firing{At: at, WorkflowID: ev.WorkflowID, ExecutionID: ev.ExecutionID}
@@ -129,7 +133,8 @@ func (f *feeds) scheduleRows(idx *index) []ScheduleRow {
 	rows := make([]ScheduleRow, 0, len(f.schedules))
 	for _, s := range f.schedules {
 		row := ScheduleRow{Schedule: s}
-		if last := f.fired[s.Name]; last != nil {
+		// A request id that looks like a firing's, of another workflow, is not one.
+		if last := f.fired[s.Name]; last != nil && last.WorkflowID == s.WorkflowID {
 			c := *last
 			row.Last = &c
 		}
@@ -157,8 +162,8 @@ func (s *Server) schedules(w http.ResponseWriter, r *http.Request) {
 	s.views.render(w, r, http.StatusOK, "schedules", p)
 }
 
-// Inputs returns a schedule's inputs as JSON, "" when it has none.
-func (r *ScheduleRow) Inputs() string {
+// InputsJSON returns a schedule's inputs as JSON, "" when it has none.
+func (r *ScheduleRow) InputsJSON() string {
 	if len(r.Schedule.Inputs) == 0 {
 		return ""
 	}
