@@ -62,12 +62,11 @@ type Event struct {
 	DurationMS      *int64         `json:"duration_ms,omitempty"`
 	Error           *Error         `json:"error,omitempty"`
 	Outputs         map[string]any `json:"outputs,omitempty"`
-	// Inputs are the request's inputs, on execution_started.
-	Inputs        map[string]any `json:"inputs,omitempty"`
-	Reason        string         `json:"reason,omitempty"`
-	Resumed       bool           `json:"resumed,omitempty"`
-	RestoredNodes []string       `json:"restored_nodes,omitempty"`
-	Traceparent   string         `json:"traceparent,omitempty"`
+	Inputs          map[string]any `json:"inputs,omitempty"`
+	Reason          string         `json:"reason,omitempty"`
+	Resumed         bool           `json:"resumed,omitempty"`
+	RestoredNodes   []string       `json:"restored_nodes,omitempty"`
+	Traceparent     string         `json:"traceparent,omitempty"`
 }
 
 // Error describes a failure: a machine-readable kind and a message for people.
