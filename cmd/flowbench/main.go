@@ -64,6 +64,7 @@ type runCmd struct {
 	NoProcesses bool          `help:"Skip the measurements that need worker processes (recovery, memory)."`
 	JSON        string        `help:"Also write the results as JSON to this file." type:"path"`
 	HTTP        bool          `help:"Also measure, at each concurrency, a workflow calling a simulated exchange over HTTP (ticker, then order) beside a 2-node transform workflow." default:"true" negatable:""`
+	HaltRounds  int           `help:"Rounds of the halt propagation step (each halts 300 executions on 3 workers)." default:"5"`
 }
 
 type workerCmd struct {
@@ -233,7 +234,7 @@ func (r *runCmd) Run(ctx context.Context) error {
 	defer stopServer()
 	cfg := bench.Config{
 		URL: url, Nodes: r.Nodes, Concurrency: r.Concurrency, Requests: r.Requests, AckWait: r.AckWait,
-		Progress: progressBar(os.Stderr), HTTP: r.HTTP,
+		Progress: progressBar(os.Stderr), HTTP: r.HTTP, HaltRounds: r.HaltRounds,
 	}
 	if !r.NoProcesses {
 		self, err := os.Executable()

@@ -5,6 +5,7 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -43,6 +44,8 @@ type Config struct {
 	// HTTP also measures, at each concurrency, a workflow calling a simulated
 	// exchange over HTTP beside a transform-only one (see HTTPPoint).
 	HTTP bool
+	// HaltRounds is the number of rounds of halt propagation; default 5.
+	HaltRounds int
 }
 
 // Point is one point of the throughput sweep.
@@ -144,7 +147,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			return nil, err
 		}
 	}
-	if res.Halt, err = e.haltPropagation(ctx, 3, 300, 5); err != nil {
+	if res.Halt, err = e.haltPropagation(ctx, 3, 300, cmp.Or(cfg.HaltRounds, 5)); err != nil {
 		return nil, fmt.Errorf("halt propagation: %w", err)
 	}
 	if cfg.WorkerCommand != nil {

@@ -94,12 +94,15 @@ func (e *env) command(ctx context.Context, scope, action string) error {
 // haltPropagation runs rounds of: inFlight executions running on workers workers,
 // then a halt; it measures from publishing the halt to each node interrupted.
 func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int) (*Halt, error) {
+	var ids []string
 	for i := range workers {
-		stop, err := e.startWorker(ctx, fmt.Sprintf("halt-%d", i+1), inFlight/workers)
+		id := fmt.Sprintf("halt-%d", i+1)
+		stop, err := e.startWorker(ctx, id, inFlight/workers)
 		if err != nil {
 			return nil, err
 		}
 		defer stop()
+		ids = append(ids, id)
 	}
 	wf := "bench-halt"
 	if _, _, err := e.client.Deploy(ctx, []byte(longWorkflow(wf, "10m"))); err != nil {
@@ -130,6 +133,11 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 		started.reset()
 		interrupted.reset()
 		if err := e.command(ctx, scope, emergency.ActionResume); err != nil {
+			return nil, err
+		}
+		// A request that reached a worker before the resume did would be halted
+		// at once, and never run.
+		if err := e.awaitState(ctx, ids, scope, emergency.Active); err != nil {
 			return nil, err
 		}
 		if err := e.submitRunning(ctx, wf, inFlight, started); err != nil {
@@ -169,6 +177,29 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 	return &Halt{Workers: workers, InFlight: inFlight, Rounds: rounds,
 		P50MS: percentile(delays, 0.5), P99MS: percentile(delays, 0.99), MaxMS: ms(lasts[len(lasts)-1]),
 		FloorP50MS: percentile(floors, 0.5), FloorP99MS: percentile(floors, 0.99)}, nil
+}
+
+// awaitState waits until each worker of ids reports scope in state.
+func (e *env) awaitState(ctx context.Context, ids []string, scope, state string) error {
+	for _, id := range ids {
+		err := waitFor(ctx, 30*time.Second, "worker "+id+" applying the "+scope+" command", func() (bool, string) {
+			reply, err := e.nc.Request("flow.workers."+id+".status", nil, time.Second)
+			if err != nil {
+				return false, err.Error()
+			}
+			var st struct {
+				Emergency emergency.Board `json:"emergency"`
+			}
+			if err := json.Unmarshal(reply.Data, &st); err != nil {
+				return false, err.Error()
+			}
+			return st.Emergency.Get(scope).State == state, string(reply.Data)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // commandWatch records when an ordered consumer of the emergency stream, as a
