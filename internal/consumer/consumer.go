@@ -306,8 +306,22 @@ func (c *Consumer) Run(ctx context.Context) {
 	defer cancelWork(ErrShutdown)
 
 	slots := make(chan struct{}, c.cfg.Concurrency)
+	work := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
-	c.fetchLoop(ctx, workCtx, slots, &wg)
+	// One handler goroutine per slot for the consumer's life, rather than one per
+	// message: the stack a handler grew serves the next messages too.
+	for range c.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for msg := range work {
+				c.handle(workCtx, msg)
+				<-slots
+			}
+		}()
+	}
+	c.fetchLoop(ctx, slots, work)
+	close(work)
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -324,7 +338,7 @@ func (c *Consumer) Run(ctx context.Context) {
 }
 
 // fetchLoop fetches as many messages as there are free slots, until ctx ends.
-func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, wg *sync.WaitGroup) {
+func (c *Consumer) fetchLoop(ctx context.Context, slots chan struct{}, work chan<- jetstream.Msg) {
 	retry := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(100*time.Millisecond),
 		backoff.WithMaxInterval(5*time.Second),
@@ -370,7 +384,7 @@ func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, 
 				break fill
 			}
 		}
-		got, err := c.fetch(ctx, workCtx, cons, free, slots, wg)
+		got, err := c.fetch(ctx, cons, free, work)
 		for range free - got {
 			<-slots
 		}
@@ -386,9 +400,9 @@ func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, 
 	}
 }
 
-// fetch pulls up to n messages and starts a handler for each as it arrives. It
-// returns how many it started.
-func (c *Consumer) fetch(ctx, workCtx context.Context, cons jetstream.Consumer, n int, slots chan struct{}, wg *sync.WaitGroup) (int, error) {
+// fetch pulls up to n messages and hands each to a free handler as it arrives (a
+// slot is held for each, so one is free). It returns how many it handed out.
+func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, n int, work chan<- jetstream.Msg) (int, error) {
 	fctx, cancel := context.WithTimeout(ctx, fetchExpiry)
 	defer cancel()
 	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
@@ -398,12 +412,7 @@ func (c *Consumer) fetch(ctx, workCtx context.Context, cons jetstream.Consumer, 
 	started := 0
 	for msg := range batch.Messages() {
 		started++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			c.handle(workCtx, msg)
-		}()
+		work <- msg
 	}
 	// The request expiring (or the fetch context ending) is not an error.
 	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
