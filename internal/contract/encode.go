@@ -1,0 +1,197 @@
+package contract
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// MarshalEvent returns the same bytes as json.Marshal(ev), without reflection:
+// a worker publishes several events per execution, and encoding them was the
+// largest share of its CPU. Outputs and odd strings go through encoding/json.
+func MarshalEvent(ev *Event) ([]byte, error) {
+	b := make([]byte, 0, 512)
+	b = appendField(b, `{"type":`, ev.Type)
+	b = appendField(b, `,"contract_version":`, ev.ContractVersion)
+	b = appendField(b, `,"event_id":`, ev.EventID)
+	b = strconv.AppendUint(append(b, `,"seq":`...), ev.Seq, 10)
+	b, err := appendTime(append(b, `,"time":`...), ev.Time)
+	if err != nil {
+		return nil, fmt.Errorf("encode the event's time: %w", err)
+	}
+	b = appendField(b, `,"workflow_id":`, ev.WorkflowID)
+	if ev.WorkflowVersion != 0 {
+		b = strconv.AppendUint(append(b, `,"workflow_version":`...), ev.WorkflowVersion, 10)
+	}
+	b = appendField(b, `,"bot_id":`, ev.BotID)
+	b = appendOptional(b, `,"strategy_id":`, ev.StrategyID)
+	b = appendField(b, `,"execution_id":`, ev.ExecutionID)
+	b = appendField(b, `,"correlation_id":`, ev.CorrelationID)
+	b = appendOptional(b, `,"request_id":`, ev.RequestID)
+	b = appendOptional(b, `,"node_id":`, ev.NodeID)
+	b = appendOptional(b, `,"node_type":`, ev.NodeType)
+	if ev.Attempt != 0 {
+		b = strconv.AppendInt(append(b, `,"attempt":`...), int64(ev.Attempt), 10)
+	}
+	if ev.DelayMS != nil {
+		b = strconv.AppendInt(append(b, `,"delay_ms":`...), *ev.DelayMS, 10)
+	}
+	if ev.DurationMS != nil {
+		b = strconv.AppendInt(append(b, `,"duration_ms":`...), *ev.DurationMS, 10)
+	}
+	if ev.Error != nil {
+		b = appendField(b, `,"error":{"kind":`, ev.Error.Kind)
+		b = append(appendField(b, `,"message":`, ev.Error.Message), '}')
+	}
+	if len(ev.Outputs) > 0 {
+		if b, err = appendValue(append(b, `,"outputs":`...), ev.Outputs); err != nil {
+			return nil, err
+		}
+	}
+	b = appendOptional(b, `,"reason":`, ev.Reason)
+	if ev.Resumed {
+		b = append(b, `,"resumed":true`...)
+	}
+	if len(ev.RestoredNodes) > 0 {
+		b = append(b, `,"restored_nodes":[`...)
+		for i, n := range ev.RestoredNodes {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, n)
+		}
+		b = append(b, ']')
+	}
+	b = appendOptional(b, `,"traceparent":`, ev.Traceparent)
+	return append(b, '}'), nil
+}
+
+// appendTime appends t as time.Time's MarshalJSON writes it (RFC 3339 with
+// nanoseconds, trailing zeros trimmed), and fails as it does.
+func appendTime(b []byte, t time.Time) ([]byte, error) {
+	if y := t.Year(); y < 0 || y > 9999 {
+		_, err := t.MarshalJSON()
+		return nil, err
+	}
+	if _, offset := t.Zone(); offset <= -24*3600 || offset >= 24*3600 {
+		_, err := t.MarshalJSON()
+		return nil, err
+	}
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"'), nil
+}
+
+// appendValue appends v, a value decoded from JSON or built by a node (outputs),
+// as encoding/json writes it: maps with sorted keys, floats in its format. Any
+// other type goes through encoding/json.
+func appendValue(b []byte, v any) ([]byte, error) {
+	switch v := v.(type) {
+	case nil:
+		return append(b, "null"...), nil
+	case string:
+		return appendString(b, v), nil
+	case bool:
+		return strconv.AppendBool(b, v), nil
+	case float64:
+		return appendFloat(b, v)
+	case int:
+		return strconv.AppendInt(b, int64(v), 10), nil
+	case int64:
+		return strconv.AppendInt(b, v, 10), nil
+	case map[string]any:
+		if v == nil {
+			return append(b, "null"...), nil
+		}
+		keys := make([]string, 0, len(v))
+		for k := range v {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		b = append(b, '{')
+		for i, k := range keys {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(appendString(b, k), ':')
+			var err error
+			if b, err = appendValue(b, v[k]); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, '}'), nil
+	case []any:
+		if v == nil {
+			return append(b, "null"...), nil
+		}
+		b = append(b, '[')
+		for i, e := range v {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			var err error
+			if b, err = appendValue(b, e); err != nil {
+				return nil, err
+			}
+		}
+		return append(b, ']'), nil
+	}
+	data, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	return append(b, data...), nil
+}
+
+// appendFloat appends f as encoding/json writes a float64: the shortest form
+// that reads back the same, in exponent form below 1e-6 and from 1e21.
+func appendFloat(b []byte, f float64) ([]byte, error) {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return nil, &json.UnsupportedValueError{Str: strconv.FormatFloat(f, 'g', -1, 64)}
+	}
+	abs, format := math.Abs(f), byte('f')
+	if abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' {
+		// clean up e-09 to e-9, as encoding/json does
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b, nil
+}
+
+// appendField appends a key (with its punctuation) and a string value.
+func appendField(b []byte, key, v string) []byte {
+	return appendString(append(b, key...), v)
+}
+
+// appendOptional is appendField for a field tagged omitempty.
+func appendOptional(b []byte, key, v string) []byte {
+	if v == "" {
+		return b
+	}
+	return appendField(b, key, v)
+}
+
+// appendString appends s as a JSON string, as encoding/json writes it: strings of
+// printable ASCII that need no escape (ids, names, kinds) are copied; any other
+// goes through encoding/json, which escapes HTML characters and invalid UTF-8.
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // a string always encodes
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}

@@ -1,0 +1,97 @@
+package contract
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"testing"
+	"time"
+)
+
+// MarshalEvent must write exactly what encoding/json writes: readers and the
+// status (which embeds the terminal event through encoding/json) see one form.
+func TestMarshalEventMatchesEncodingJSON(t *testing.T) {
+	delay, duration, zero := int64(250), int64(12), int64(0)
+	full := Event{
+		Type: NodeFailed, ContractVersion: Version, EventID: "r-1.7.3", Seq: 3,
+		Time:       time.Date(2030, 1, 2, 3, 4, 5, 600700800, time.UTC),
+		WorkflowID: "wf", WorkflowVersion: 4, BotID: "bot-1", StrategyID: "s_1", ExecutionID: "r-1",
+		CorrelationID: "c-1", RequestID: "r-1", NodeID: "a", NodeType: "http", Attempt: 2,
+		DelayMS: &delay, DurationMS: &duration, Error: &Error{Kind: KindTimeout, Message: "took > 5s & gave <up>"},
+		Outputs: map[string]any{"z": 1.5, "a": []any{"x", nil, true}, "n": map[string]any{"k": "v\u2028"}},
+		Reason:  "line\nbreak \"quoted\" \\ tab\t", Resumed: true, RestoredNodes: []string{"a", "b<c>"},
+		Traceparent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+	}
+	cases := map[string]Event{
+		"full":              full,
+		"empty":             {},
+		"zero pointers":     {Type: NodeCompleted, DelayMS: &zero, DurationMS: &zero, Outputs: map[string]any{}},
+		"non-ASCII":         {Type: NodeCompleted, Reason: "prix: 10 €, 値段", ExecutionID: "é"},
+		"invalid UTF-8":     {Type: NodeCompleted, Reason: "bad \xff byte"},
+		"control character": {Type: NodeCompleted, Reason: "bell \x07 and \x1f"},
+		"local time":        {Type: ExecutionStarted, Time: time.Date(2030, 6, 1, 12, 0, 0, 0, time.FixedZone("x", 3600))},
+		"empty error":       {Type: ExecutionFailed, Error: &Error{}},
+		"numbers": {Type: NodeCompleted, Outputs: map[string]any{
+			"zero": 0.0, "negative zero": math.Copysign(0, -1), "big": 1e21, "just below": 999999999999999999999.0,
+			"small": 1e-7, "smallest": 5e-324, "tiny": 0.000001, "fraction": 123456789.123, "negative": -2.5e-10,
+			"int": 7, "int64": int64(-9), "nil map": map[string]any(nil), "nil list": []any(nil), "empty list": []any{},
+			"other": []string{"typed", "slice"}, "struct": Error{Kind: "k"}, "quote\" key <&>": "v",
+		}},
+	}
+	for name, ev := range cases {
+		t.Run(name, func(t *testing.T) {
+			want, err := json.Marshal(&ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := MarshalEvent(&ev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("MarshalEvent differs from encoding/json:\ngot  %s\nwant %s", got, want)
+			}
+		})
+	}
+}
+
+func TestMarshalEventRefusesWhatEncodingJSONRefuses(t *testing.T) {
+	for name, ev := range map[string]Event{
+		"year 10000":  {Type: NodeStarted, Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"NaN output":  {Type: NodeCompleted, Outputs: map[string]any{"x": math.NaN()}},
+		"Inf in list": {Type: NodeCompleted, Outputs: map[string]any{"x": []any{math.Inf(1)}}},
+		"channel":     {Type: NodeCompleted, Outputs: map[string]any{"x": make(chan int)}},
+	} {
+		if _, err := json.Marshal(&ev); err == nil {
+			t.Fatalf("%s: encoding/json accepts it; the case is wrong", name)
+		}
+		if _, err := MarshalEvent(&ev); err == nil {
+			t.Errorf("%s: MarshalEvent encoded it; encoding/json refuses it", name)
+		}
+	}
+}
+
+// BenchmarkMarshalEvent compares MarshalEvent with encoding/json on a
+// node_completed event.
+func BenchmarkMarshalEvent(b *testing.B) {
+	duration := int64(3)
+	ev := Event{Type: NodeCompleted, ContractVersion: Version, EventID: "r-1.7.3", Seq: 3, Time: time.Now().UTC(),
+		WorkflowID: "bench3", WorkflowVersion: 1, BotID: NoBot, ExecutionID: "r-1", CorrelationID: "exec_bench3_r-1",
+		RequestID: "r-1", NodeID: "b", NodeType: "transform", Attempt: 1, DurationMS: &duration, Outputs: map[string]any{"x": 4.0}}
+	b.Run("encoding-json", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := json.Marshal(&ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("MarshalEvent", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := MarshalEvent(&ev); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
