@@ -12,7 +12,8 @@ import (
 
 // MarshalEvent returns the same bytes as json.Marshal(ev), without reflection:
 // a worker publishes several events per execution, and encoding them was the
-// largest share of its CPU. Outputs and odd strings go through encoding/json.
+// largest share of its CPU. Outputs of other types than JSON's own, and strings
+// that need escaping, go through encoding/json.
 func MarshalEvent(ev *Event) ([]byte, error) {
 	b := make([]byte, 0, 512)
 	b = appendField(b, `{"type":`, ev.Type)
@@ -24,9 +25,7 @@ func MarshalEvent(ev *Event) ([]byte, error) {
 		return nil, fmt.Errorf("encode the event's time: %w", err)
 	}
 	b = appendField(b, `,"workflow_id":`, ev.WorkflowID)
-	if ev.WorkflowVersion != 0 {
-		b = strconv.AppendUint(append(b, `,"workflow_version":`...), ev.WorkflowVersion, 10)
-	}
+	b = appendUint(b, `,"workflow_version":`, ev.WorkflowVersion)
 	b = appendField(b, `,"bot_id":`, ev.BotID)
 	b = appendOptional(b, `,"strategy_id":`, ev.StrategyID)
 	b = appendField(b, `,"execution_id":`, ev.ExecutionID)
@@ -34,19 +33,14 @@ func MarshalEvent(ev *Event) ([]byte, error) {
 	b = appendOptional(b, `,"request_id":`, ev.RequestID)
 	b = appendOptional(b, `,"node_id":`, ev.NodeID)
 	b = appendOptional(b, `,"node_type":`, ev.NodeType)
-	if ev.Attempt != 0 {
-		b = strconv.AppendInt(append(b, `,"attempt":`...), int64(ev.Attempt), 10)
-	}
+	b = appendInt(b, `,"attempt":`, int64(ev.Attempt))
 	if ev.DelayMS != nil {
 		b = strconv.AppendInt(append(b, `,"delay_ms":`...), *ev.DelayMS, 10)
 	}
 	if ev.DurationMS != nil {
 		b = strconv.AppendInt(append(b, `,"duration_ms":`...), *ev.DurationMS, 10)
 	}
-	if ev.Error != nil {
-		b = appendField(b, `,"error":{"kind":`, ev.Error.Kind)
-		b = append(appendField(b, `,"message":`, ev.Error.Message), '}')
-	}
+	b = appendError(b, ev.Error)
 	if len(ev.Outputs) > 0 {
 		if b, err = appendValue(append(b, `,"outputs":`...), ev.Outputs); err != nil {
 			return nil, err
@@ -68,6 +62,91 @@ func MarshalEvent(ev *Event) ([]byte, error) {
 	}
 	b = appendOptional(b, `,"traceparent":`, ev.Traceparent)
 	return append(b, '}'), nil
+}
+
+// MarshalCheckpoint returns the same bytes as json.Marshal(cp), without
+// reflection (see MarshalEvent).
+func MarshalCheckpoint(cp *Checkpoint) ([]byte, error) {
+	b := make([]byte, 0, 256)
+	b = appendField(b, `{"node_id":`, cp.NodeID)
+	b = appendField(b, `,"state":`, cp.State)
+	var err error
+	if len(cp.Outputs) > 0 {
+		if b, err = appendValue(append(b, `,"outputs":`...), cp.Outputs); err != nil {
+			return nil, err
+		}
+	}
+	b = appendError(b, cp.Error)
+	b = appendOptional(b, `,"reason":`, cp.Reason)
+	b = appendInt(b, `,"attempt":`, int64(cp.Attempt))
+	if b, err = appendTime(append(b, `,"finished_at":`...), cp.FinishedAt); err != nil {
+		return nil, fmt.Errorf("encode the checkpoint's time: %w", err)
+	}
+	b = appendInt(b, `,"run_ms":`, cp.RunMS)
+	return append(b, '}'), nil
+}
+
+// MarshalStatus returns the same bytes as json.Marshal(st), without reflection
+// (see MarshalEvent).
+func MarshalStatus(st *Status) ([]byte, error) {
+	b := make([]byte, 0, 512)
+	b = appendField(b, `{"execution_id":`, st.ExecutionID)
+	b = appendField(b, `,"workflow_id":`, st.WorkflowID)
+	b = appendUint(b, `,"workflow_version":`, st.WorkflowVersion)
+	b = appendOptional(b, `,"request_id":`, st.RequestID)
+	b = appendOptional(b, `,"bot_id":`, st.BotID)
+	b = appendOptional(b, `,"strategy_id":`, st.StrategyID)
+	b = appendOptional(b, `,"correlation_id":`, st.CorrelationID)
+	b = appendField(b, `,"status":`, st.Status)
+	b = appendInt(b, `,"attempt":`, int64(st.Attempt))
+	b = appendOptional(b, `,"worker_id":`, st.WorkerID)
+	b = appendUint(b, `,"stream_seq":`, st.StreamSeq)
+	var err error
+	for _, t := range []struct {
+		key string
+		t   *time.Time
+	}{{`,"created_at":`, st.CreatedAt}, {`,"started_at":`, st.StartedAt}, {`,"updated_at":`, &st.UpdatedAt}, {`,"finished_at":`, st.FinishedAt}} {
+		if t.t == nil {
+			continue
+		}
+		if b, err = appendTime(append(b, t.key...), *t.t); err != nil {
+			return nil, fmt.Errorf("encode the status's times: %w", err)
+		}
+	}
+	b = appendError(b, st.Error)
+	if st.TerminalEvent != nil {
+		ev, err := MarshalEvent(st.TerminalEvent)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(b, `,"terminal_event":`...), ev...)
+	}
+	return append(b, '}'), nil
+}
+
+// appendError appends an optional error field.
+func appendError(b []byte, e *Error) []byte {
+	if e == nil {
+		return b
+	}
+	b = appendField(b, `,"error":{"kind":`, e.Kind)
+	return append(appendField(b, `,"message":`, e.Message), '}')
+}
+
+// appendInt appends a number field tagged omitempty.
+func appendInt(b []byte, key string, n int64) []byte {
+	if n == 0 {
+		return b
+	}
+	return strconv.AppendInt(append(b, key...), n, 10)
+}
+
+// appendUint appends a number field tagged omitempty.
+func appendUint(b []byte, key string, n uint64) []byte {
+	if n == 0 {
+		return b
+	}
+	return strconv.AppendUint(append(b, key...), n, 10)
 }
 
 // appendTime appends t as time.Time's MarshalJSON writes it (RFC 3339 with

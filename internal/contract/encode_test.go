@@ -39,25 +39,53 @@ func TestMarshalEventMatchesEncodingJSON(t *testing.T) {
 		}},
 	}
 	for name, ev := range cases {
-		t.Run(name, func(t *testing.T) {
-			want, err := json.Marshal(&ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := MarshalEvent(&ev)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(got, want) {
-				t.Fatalf("MarshalEvent differs from encoding/json:\ngot  %s\nwant %s", got, want)
-			}
-		})
+		t.Run(name, func(t *testing.T) { sameAsEncodingJSON(t, &ev, MarshalEvent) })
+	}
+}
+
+func TestMarshalCheckpointAndStatusMatchEncodingJSON(t *testing.T) {
+	at := time.Date(2030, 1, 2, 3, 4, 5, 600, time.UTC)
+	later := at.Add(time.Second)
+	for name, cp := range map[string]Checkpoint{
+		"empty":     {},
+		"completed": {NodeID: "a", State: NodeStateCompleted, Outputs: map[string]any{"x": 2.0, "s": "<b>"}, Attempt: 2, FinishedAt: at, RunMS: 12},
+		"failed":    {NodeID: "a", State: NodeStateFailed, Error: &Error{Kind: KindNodeError, Message: "500 \"oops\""}, Reason: "continue_on_error", FinishedAt: at},
+	} {
+		t.Run("checkpoint "+name, func(t *testing.T) { sameAsEncodingJSON(t, &cp, MarshalCheckpoint) })
+	}
+	duration := int64(4)
+	for name, st := range map[string]Status{
+		"empty": {},
+		"running": {ExecutionID: "r-1", WorkflowID: "wf", WorkflowVersion: 3, RequestID: "r-1", BotID: "b", StrategyID: "s",
+			CorrelationID: "c", Status: StatusRunning, Attempt: 1, WorkerID: "w-1", StreamSeq: 42, CreatedAt: &at, StartedAt: &at, UpdatedAt: at},
+		"finished": {ExecutionID: "r-1", WorkflowID: "wf", Status: StatusFailed, UpdatedAt: later, FinishedAt: &later,
+			Error:         &Error{Kind: KindTimeout, Message: "é & more"},
+			TerminalEvent: &Event{Type: ExecutionFailed, Seq: 9, Time: later, DurationMS: &duration, Outputs: map[string]any{"a": map[string]any{"x": 1.0}}}},
+	} {
+		t.Run("status "+name, func(t *testing.T) { sameAsEncodingJSON(t, &st, MarshalStatus) })
+	}
+}
+
+// sameAsEncodingJSON fails t when marshal(v) differs from json.Marshal(v).
+func sameAsEncodingJSON[T any](t *testing.T, v *T, marshal func(*T) ([]byte, error)) {
+	t.Helper()
+	want, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("differs from encoding/json:\ngot  %s\nwant %s", got, want)
 	}
 }
 
 func TestMarshalEventRefusesWhatEncodingJSONRefuses(t *testing.T) {
 	for name, ev := range map[string]Event{
 		"year 10000":  {Type: NodeStarted, Time: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)},
+		"zone +24h":   {Type: NodeStarted, Time: time.Date(2030, 1, 1, 0, 0, 0, 0, time.FixedZone("z", 24*3600))},
 		"NaN output":  {Type: NodeCompleted, Outputs: map[string]any{"x": math.NaN()}},
 		"Inf in list": {Type: NodeCompleted, Outputs: map[string]any{"x": []any{math.Inf(1)}}},
 		"channel":     {Type: NodeCompleted, Outputs: map[string]any{"x": make(chan int)}},
