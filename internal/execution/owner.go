@@ -42,9 +42,10 @@ type Owner struct {
 	claim  uint64
 	status contract.Status // as claimed
 	id     Identity
-	// fence holds the header values of a fenced write, shared (read only) by
-	// every message of this owner: the claim and the status key's subject.
-	fenceSeq, fenceSubject []string
+	// fence is the header of a fenced write (the claim and the status key's
+	// subject), shared by every fenced message of this owner: nothing writes to
+	// a message's header once it is built (a retry sends a copy).
+	fence nats.Header
 
 	mu      sync.Mutex
 	seq     uint64
@@ -65,9 +66,11 @@ func newOwner(s *Store, st *contract.Status, claim uint64, id Identity, lastSeq 
 	subject := s.kvPrefix + contract.StatusKey(st.WorkflowID, st.ExecutionID)
 	return &Owner{
 		s: s, claim: claim, status: *st, seq: lastSeq,
-		id:           id,
-		fenceSeq:     []string{strconv.FormatUint(claim, 10)},
-		fenceSubject: []string{subject},
+		id: id,
+		fence: nats.Header{
+			jetstream.ExpectedLastSubjSeqHeader:     {strconv.FormatUint(claim, 10)},
+			jetstream.ExpectedLastSubjSeqSubjHeader: {subject},
+		},
 	}
 }
 
@@ -134,10 +137,7 @@ func (o *Owner) put(what, name, key string, v any) error {
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", (&write{what: what, name: name}).label(), err)
 	}
-	msg := nats.NewMsg(o.s.kvPrefix + key)
-	msg.Data = data
-	msg.Header[jetstream.ExpectedLastSubjSeqHeader] = o.fenceSeq
-	msg.Header[jetstream.ExpectedLastSubjSeqSubjHeader] = o.fenceSubject
+	msg := &nats.Msg{Subject: o.s.kvPrefix + key, Header: o.fence, Data: data}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.send(&write{what: what, name: name, msg: msg})
