@@ -91,6 +91,7 @@ func main() {
 }
 
 func (w *workerCmd) Run(ctx context.Context) error {
+	worker.SetGCPercent() // as the worker command does
 	cfg := worker.Config{WorkerID: w.WorkerID, Consumer: consumer.Config{Concurrency: w.Concurrency, AckWait: w.AckWait,
 		MaxAckPending: max(consumer.DefaultMaxAckPending, 2*w.Concurrency)}}
 	cfg.NATS.URL = w.NATSURL
