@@ -46,6 +46,9 @@ type Owner struct {
 	// subject), shared by every fenced message of this owner: nothing writes to
 	// a message's header once it is built (a retry sends a copy).
 	fence nats.Header
+	// lease checks that the worker still holds the execution's request
+	// (consumer.Lease): a worker paused past it writes nothing when it wakes.
+	lease func() error
 
 	mu      sync.Mutex
 	seq     uint64
@@ -62,11 +65,11 @@ type write struct {
 	event bool // deduplicated by its message id
 }
 
-func newOwner(s *Store, st *contract.Status, claim uint64, id Identity, lastSeq uint64) *Owner {
+func newOwner(s *Store, st *contract.Status, claim uint64, id Identity, lastSeq uint64, lease func() error) *Owner {
 	subject := s.kvPrefix + contract.StatusKey(st.WorkflowID, st.ExecutionID)
 	return &Owner{
 		s: s, claim: claim, status: *st, seq: lastSeq,
-		id: id,
+		id: id, lease: lease,
 		fence: nats.Header{
 			jetstream.ExpectedLastSubjSeqHeader:     {strconv.FormatUint(claim, 10)},
 			jetstream.ExpectedLastSubjSeqSubjHeader: {subject},
@@ -155,6 +158,11 @@ func encode(v any) ([]byte, error) {
 // send starts a publish and keeps its future. o.mu is held.
 func (o *Owner) send(w *write) error {
 	o.reap()
+	if o.failed == nil {
+		if err := o.lease(); err != nil {
+			o.failed = fmt.Errorf("%s: %w", w.label(), err)
+		}
+	}
 	if o.failed != nil {
 		return o.failed
 	}
