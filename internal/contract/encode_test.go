@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"math"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -122,4 +124,26 @@ func BenchmarkMarshalEvent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A field added to Event, Checkpoint or Status must be added to its encoder
+// (and its list of fields in encode.go); until it is, that type is encoded by
+// encoding/json, slower but whole.
+func TestEncodersCoverEveryField(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		typ   reflect.Type
+		known []string
+	}{
+		{"Event (MarshalEvent, eventFields)", reflect.TypeFor[Event](), eventFields},
+		{"Checkpoint (MarshalCheckpoint, checkpointFields)", reflect.TypeFor[Checkpoint](), checkpointFields},
+		{"Status (MarshalStatus, statusFields)", reflect.TypeFor[Status](), statusFields},
+	} {
+		if have := jsonFields(c.typ); !slices.Equal(have, c.known) {
+			t.Errorf("%s: the type's fields are %v, the encoder writes %v: add the new fields to the encoder, in order", c.name, have, c.known)
+		}
+	}
+	if ok := encoders(); !ok.event || !ok.checkpoint || !ok.status {
+		t.Errorf("a fast encoder is off: %+v", ok)
+	}
 }
