@@ -7,12 +7,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -72,6 +74,9 @@ type workerCmd struct {
 	WorkerID    string        `required:""`
 	Concurrency int           `default:"16"`
 	AckWait     time.Duration `default:"2s"`
+	// Profile names files to write the worker's CPU and allocation profiles to
+	// (<profile>.cpu, <profile>.mem), to see where an execution's CPU goes.
+	Profile string `env:"FLOWBENCH_WORKER_PROFILE" help:"Write the worker's CPU and heap profiles to this path (.cpu, .mem) while it runs."`
 }
 
 func main() {
@@ -87,6 +92,7 @@ func main() {
 }
 
 func (w *workerCmd) Run(ctx context.Context) error {
+	worker.SetGCPercent() // as the worker command does
 	cfg := worker.Config{WorkerID: w.WorkerID, Consumer: consumer.Config{Concurrency: w.Concurrency, AckWait: w.AckWait,
 		MaxAckPending: max(consumer.DefaultMaxAckPending, 2*w.Concurrency)}}
 	cfg.NATS.URL = w.NATSURL
@@ -94,7 +100,38 @@ func (w *workerCmd) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return wk.Run(ctx)
+	if w.Profile == "" {
+		return wk.Run(ctx)
+	}
+	stop, err := startProfile(w.Profile)
+	if err != nil {
+		return err
+	}
+	err = wk.Run(ctx)
+	return errors.Join(err, stop())
+}
+
+// startProfile starts a CPU profile to path.cpu; the returned function stops it
+// and writes the heap profile (allocations included) to path.mem.
+func startProfile(path string) (func() error, error) {
+	path = fmt.Sprintf("%s-%d", path, os.Getpid())
+	f, err := os.Create(path + ".cpu")
+	if err != nil {
+		return nil, fmt.Errorf("create the CPU profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start the CPU profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		m, err := os.Create(path + ".mem")
+		if err == nil {
+			err = pprof.Lookup("allocs").WriteTo(m, 0)
+			m.Close()
+		}
+		return errors.Join(f.Close(), err)
+	}, nil
 }
 
 func (c *ceilingCmd) Run(ctx context.Context) error {

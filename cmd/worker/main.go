@@ -92,6 +92,7 @@ func main() {
 		kong.Description("Runs flowguard workflows from NATS JetStream execution requests."),
 		kong.Configuration(configFile),
 	)
+	worker.SetGCPercent()
 	if err := run(c); err != nil {
 		fmt.Fprintln(os.Stderr, "worker:", err)
 		os.Exit(1)

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -306,8 +307,22 @@ func (c *Consumer) Run(ctx context.Context) {
 	defer cancelWork(ErrShutdown)
 
 	slots := make(chan struct{}, c.cfg.Concurrency)
+	work := make(chan jetstream.Msg)
 	var wg sync.WaitGroup
-	c.fetchLoop(ctx, workCtx, slots, &wg)
+	// One handler goroutine per slot for the consumer's life, rather than one per
+	// message: the stack a handler grew serves the next messages too.
+	for range c.cfg.Concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for msg := range work {
+				c.handle(workCtx, msg)
+				<-slots
+			}
+		}()
+	}
+	c.fetchLoop(ctx, slots, work)
+	close(work)
 
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
@@ -324,7 +339,7 @@ func (c *Consumer) Run(ctx context.Context) {
 }
 
 // fetchLoop fetches as many messages as there are free slots, until ctx ends.
-func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, wg *sync.WaitGroup) {
+func (c *Consumer) fetchLoop(ctx context.Context, slots chan struct{}, work chan<- jetstream.Msg) {
 	retry := backoff.NewExponentialBackOff(
 		backoff.WithInitialInterval(100*time.Millisecond),
 		backoff.WithMaxInterval(5*time.Second),
@@ -370,7 +385,7 @@ func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, 
 				break fill
 			}
 		}
-		got, err := c.fetch(ctx, workCtx, cons, free, slots, wg)
+		got, err := c.fetch(ctx, cons, free, work)
 		for range free - got {
 			<-slots
 		}
@@ -386,9 +401,9 @@ func (c *Consumer) fetchLoop(ctx, workCtx context.Context, slots chan struct{}, 
 	}
 }
 
-// fetch pulls up to n messages and starts a handler for each as it arrives. It
-// returns how many it started.
-func (c *Consumer) fetch(ctx, workCtx context.Context, cons jetstream.Consumer, n int, slots chan struct{}, wg *sync.WaitGroup) (int, error) {
+// fetch pulls up to n messages and hands each to a free handler as it arrives (a
+// slot is held for each, so one is free). It returns how many it handed out.
+func (c *Consumer) fetch(ctx context.Context, cons jetstream.Consumer, n int, work chan<- jetstream.Msg) (int, error) {
 	fctx, cancel := context.WithTimeout(ctx, fetchExpiry)
 	defer cancel()
 	batch, err := cons.Fetch(n, jetstream.FetchContext(fctx))
@@ -398,12 +413,7 @@ func (c *Consumer) fetch(ctx, workCtx context.Context, cons jetstream.Consumer, 
 	started := 0
 	for msg := range batch.Messages() {
 		started++
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer func() { <-slots }()
-			c.handle(workCtx, msg)
-		}()
+		work <- msg
 	}
 	// The request expiring (or the fetch context ending) is not an error.
 	if err := batch.Error(); err != nil && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
@@ -414,10 +424,11 @@ func (c *Consumer) fetch(ctx, workCtx context.Context, cons jetstream.Consumer, 
 
 // handle runs the handler with heartbeats, then settles the message.
 func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
-	ctx, stopHandler := context.WithCancelCause(ctx)
+	l := &lease{received: time.Now(), lease: c.leaseTime()}
+	ctx, stopHandler := context.WithCancelCause(context.WithValue(ctx, leaseKey{}, l))
 	defer stopHandler(nil)
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	go c.heartbeat(hbCtx, msg, time.Now(), stopHandler)
+	go c.heartbeat(hbCtx, msg, l, stopHandler)
 	out := c.handler(ctx, msg)
 	stopHeartbeat()
 
@@ -456,17 +467,15 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 // before that, so that the work does not run twice. A worker paused longer (a
 // stopped process) finds its lease gone when it wakes; its writes are then
 // refused by the execution's fencing anyway.
-func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, received time.Time, cancel context.CancelCauseFunc) {
-	lease := c.leaseTime()
-	margin := lease / 4
-	t := time.NewTicker(lease / 4)
+func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, cancel context.CancelCauseFunc) {
+	margin := l.lease / 4
+	t := time.NewTicker(l.lease / 4)
 	defer t.Stop()
-	confirmed := received // the server started the lease a little before
 	lost := func() bool {
-		if time.Since(confirmed) < lease-margin {
+		if l.held() == nil {
 			return false
 		}
-		c.log.Warn().Str("subject", msg.Subject()).Dur("unconfirmed", time.Since(confirmed)).Msg("heartbeats unconfirmed too long; stopping the request so that it does not run twice")
+		c.log.Warn().Str("subject", msg.Subject()).Dur("unconfirmed", l.unconfirmed()).Msg("heartbeats unconfirmed too long; stopping the request so that it does not run twice")
 		cancel(ErrLeaseLost)
 		return true
 	}
@@ -485,7 +494,7 @@ func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, received ti
 			err = c.js.Conn().FlushTimeout(margin)
 		}
 		if err == nil {
-			confirmed = sent
+			l.confirm(sent)
 		} else {
 			c.log.Debug().Err(err).Str("subject", msg.Subject()).Msg("in-progress heartbeat unconfirmed")
 		}
@@ -493,6 +502,44 @@ func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, received ti
 			return
 		}
 	}
+}
+
+// lease is a handled message's hold on the server: the time of its last
+// confirmed heartbeat (at first, its receipt: the server started the lease a
+// little before). It is safe for concurrent use.
+type lease struct {
+	received  time.Time
+	lease     time.Duration
+	confirmed atomic.Int64 // since received, in nanoseconds
+}
+
+type leaseKey struct{}
+
+func (l *lease) confirm(sent time.Time) { l.confirmed.Store(int64(sent.Sub(l.received))) }
+
+func (l *lease) unconfirmed() time.Duration {
+	return time.Since(l.received) - time.Duration(l.confirmed.Load())
+}
+
+// held returns ErrLeaseLost once no heartbeat has been confirmed for the lease
+// less a quarter: the server may soon give the message to another worker.
+func (l *lease) held() error {
+	if l.unconfirmed() >= l.lease-l.lease/4 {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// Lease returns a check of the hold on the message that ctx's handler runs: it
+// returns ErrLeaseLost as soon as the message may be given to another worker
+// (see heartbeat), without waiting for the heartbeat to cancel ctx. A worker
+// asks it before each write, so that one that was paused (a stopped process)
+// writes nothing once it wakes. Outside a handler, the check returns nil.
+func Lease(ctx context.Context) func() error {
+	if l, ok := ctx.Value(leaseKey{}).(*lease); ok {
+		return l.held
+	}
+	return func() error { return nil }
 }
 
 func (c *Consumer) pause(ctx context.Context, b backoff.BackOff, err error) {

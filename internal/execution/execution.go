@@ -25,6 +25,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/kvstate"
 )
@@ -105,7 +106,7 @@ func (s *Store) Claim(ctx context.Context, st *contract.Status, rev uint64, id I
 	if err != nil {
 		return nil, err
 	}
-	return newOwner(s, st, claim, id, lastSeq), nil
+	return newOwner(s, st, claim, id, lastSeq, consumer.Lease(ctx)), nil
 }
 
 // classify turns a refused fenced write into ErrLostOwnership, and tells whether

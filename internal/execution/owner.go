@@ -38,11 +38,17 @@ const busyRetries = 20
 // Owner is one worker's claim on one execution. Every write it makes is fenced by
 // the claim or, for events, named by it. It is safe for concurrent use.
 type Owner struct {
-	s             *Store
-	claim         uint64
-	status        contract.Status // as claimed
-	statusSubject string
-	id            Identity
+	s      *Store
+	claim  uint64
+	status contract.Status // as claimed
+	id     Identity
+	// fence is the header of a fenced write (the claim and the status key's
+	// subject), shared by every fenced message of this owner: nothing writes to
+	// a message's header once it is built (a retry sends a copy).
+	fence nats.Header
+	// lease checks that the worker still holds the execution's request
+	// (consumer.Lease): a worker paused past it writes nothing when it wakes.
+	lease func() error
 
 	mu      sync.Mutex
 	seq     uint64
@@ -52,17 +58,22 @@ type Owner struct {
 
 // write is a publish in flight.
 type write struct {
-	what  string
+	what  string // what is written ("event", "checkpoint"), and
+	name  string // which one (its event id, its node id), if any: see label
 	msg   *nats.Msg
 	fut   jetstream.PubAckFuture
 	event bool // deduplicated by its message id
 }
 
-func newOwner(s *Store, st *contract.Status, claim uint64, id Identity, lastSeq uint64) *Owner {
+func newOwner(s *Store, st *contract.Status, claim uint64, id Identity, lastSeq uint64, lease func() error) *Owner {
+	subject := s.kvPrefix + contract.StatusKey(st.WorkflowID, st.ExecutionID)
 	return &Owner{
 		s: s, claim: claim, status: *st, seq: lastSeq,
-		statusSubject: s.kvPrefix + contract.StatusKey(st.WorkflowID, st.ExecutionID),
-		id:            id,
+		id: id, lease: lease,
+		fence: nats.Header{
+			jetstream.ExpectedLastSubjSeqHeader:     {strconv.FormatUint(claim, 10)},
+			jetstream.ExpectedLastSubjSeqSubjHeader: {subject},
+		},
 	}
 }
 
@@ -80,7 +91,7 @@ func (o *Owner) Emit(ev contract.Event) error {
 	if err != nil {
 		return err
 	}
-	return o.send(&write{what: "event " + built.EventID, msg: msg, event: true})
+	return o.send(&write{what: "event", name: built.EventID, msg: msg, event: true})
 }
 
 // build numbers ev and fills it. o.mu is held.
@@ -110,7 +121,7 @@ func EventID(executionID string, claim, seq uint64) string {
 
 // Checkpoint stores a finished node, fenced by the claim, without waiting.
 func (o *Owner) Checkpoint(cp *contract.Checkpoint) error {
-	return o.put("checkpoint "+cp.NodeID, contract.CheckpointKey(o.status.WorkflowID, o.status.ExecutionID, cp.NodeID), cp)
+	return o.put("checkpoint", cp.NodeID, contract.CheckpointKey(o.status.WorkflowID, o.status.ExecutionID, cp.NodeID), cp)
 }
 
 // SetLatest records the execution as its workflow's latest, without waiting. It
@@ -124,38 +135,55 @@ func (o *Owner) SetLatest() error {
 }
 
 // put publishes v to key of the state bucket without waiting, fenced by the claim.
-func (o *Owner) put(what, key string, v any) error {
-	data, err := json.Marshal(v)
+func (o *Owner) put(what, name, key string, v any) error {
+	data, err := encode(v)
 	if err != nil {
-		return fmt.Errorf("encode %s: %w", what, err)
+		return fmt.Errorf("encode %s: %w", (&write{what: what, name: name}).label(), err)
 	}
-	msg := nats.NewMsg(o.s.kvPrefix + key)
-	msg.Data = data
-	msg.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(o.claim, 10))
-	msg.Header.Set(jetstream.ExpectedLastSubjSeqSubjHeader, o.statusSubject)
+	msg := &nats.Msg{Subject: o.s.kvPrefix + key, Header: o.fence, Data: data}
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.send(&write{what: what, msg: msg})
+	return o.send(&write{what: what, name: name, msg: msg})
+}
+
+// encode is json.Marshal, by the contract's encoder for a checkpoint (several
+// per execution).
+func encode(v any) ([]byte, error) {
+	if cp, ok := v.(*contract.Checkpoint); ok {
+		return contract.MarshalCheckpoint(cp)
+	}
+	return json.Marshal(v)
 }
 
 // send starts a publish and keeps its future. o.mu is held.
 func (o *Owner) send(w *write) error {
 	o.reap()
+	if o.failed == nil {
+		if err := o.lease(); err != nil {
+			o.failed = fmt.Errorf("%s: %w", w.label(), err)
+		}
+	}
 	if o.failed != nil {
 		return o.failed
 	}
 	// On an error (too many publishes pending, say), fut is nil: Await publishes
-	// the write again and waits for it.
-	w.fut, _ = o.s.js.PublishMsgAsync(copyMsg(w.msg))
+	// the write again and waits for it. The async publish leaves w.msg as it is,
+	// so a retry can send a copy of it.
+	w.fut, _ = o.s.js.PublishMsgAsync(w.msg)
 	o.pending = append(o.pending, w)
 	return nil
 }
 
-// reap settles the writes already answered, so that a refusal is seen early and
-// the pending list stays short. o.mu is held.
+// reap settles the writes already answered, oldest first, up to the first still
+// waiting for its acknowledgement (they mostly come in order), so that a refusal
+// is seen early and the pending list stays short without each write scanning
+// all the others. o.mu is held.
 func (o *Owner) reap() {
 	kept := o.pending[:0]
-	for _, w := range o.pending {
+	i := 0
+scan:
+	for ; i < len(o.pending); i++ {
+		w := o.pending[i]
 		if w.fut == nil {
 			kept = append(kept, w)
 			continue
@@ -172,12 +200,13 @@ func (o *Owner) reap() {
 				w.fut = nil // to be published again by Await
 				kept = append(kept, w)
 			case o.failed == nil:
-				o.failed = fmt.Errorf("%s: %w", w.what, lost)
+				o.failed = fmt.Errorf("%s: %w", w.label(), lost)
 			}
 		default:
-			kept = append(kept, w)
+			break scan
 		}
 	}
+	kept = append(kept, o.pending[i:]...)
 	clear(o.pending[len(kept):])
 	o.pending = kept
 }
@@ -187,7 +216,7 @@ func (o *Owner) reap() {
 // its own earlier try stored: that is no error.)
 func check(w *write, ack *jetstream.PubAck) error {
 	if w.event && ack.Duplicate {
-		return fmt.Errorf("%s: the event id was already stored, by another writer with this claim; stopping", w.what)
+		return fmt.Errorf("%s: the event id was already stored, by another writer with this claim; stopping", w.label())
 	}
 	return nil
 }
@@ -238,10 +267,10 @@ func (o *Owner) settle(ctx context.Context, w *write) error {
 			return check(w, ack)
 		case err := <-w.fut.Err():
 			if lost, _ := classify(err); errors.Is(lost, ErrLostOwnership) {
-				return fmt.Errorf("%s: %w", w.what, lost)
+				return fmt.Errorf("%s: %w", w.label(), lost)
 			}
 		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", w.what, context.Cause(ctx))
+			return fmt.Errorf("%s: %w", w.label(), context.Cause(ctx))
 		}
 	}
 	busy := 0
@@ -262,9 +291,17 @@ func (o *Owner) settle(ctx context.Context, w *write) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("%s: %w", w.what, err)
+		return fmt.Errorf("%s: %w", w.label(), err)
 	}
 	return nil
+}
+
+// label names the write in errors; built only when one is reported.
+func (w *write) label() string {
+	if w.name == "" {
+		return w.what
+	}
+	return w.what + " " + w.name
 }
 
 // copyMsg returns a fresh message with w's subject, headers and data: a message
@@ -326,7 +363,7 @@ func (o *Owner) failure() error {
 // (and every write before it). When the execution was taken over, the error
 // matches both ErrLostOwnership and nodes.ErrStopped.
 func (o *Owner) PutOrderMark(ctx context.Context, nodeID string, m *contract.OrderMark) error {
-	err := o.put("order mark "+nodeID, contract.OrderMarkKey(o.status.WorkflowID, o.status.ExecutionID, nodeID), m)
+	err := o.put("order mark", nodeID, contract.OrderMarkKey(o.status.WorkflowID, o.status.ExecutionID, nodeID), m)
 	if err == nil {
 		err = o.Await(ctx)
 	}
@@ -342,7 +379,7 @@ func (o *Owner) PutOrderMark(ctx context.Context, nodeID string, m *contract.Ord
 // should this worker die in between. It returns ErrLostOwnership when another
 // worker took the execution over: then nothing terminal was written.
 func (o *Owner) Finish(ctx context.Context, result *contract.Result, st *contract.Status, terminal contract.Event) error {
-	if err := o.put("result", contract.ResultKey(o.status.WorkflowID, o.status.ExecutionID), result); err != nil {
+	if err := o.put("result", "", contract.ResultKey(o.status.WorkflowID, o.status.ExecutionID), result); err != nil {
 		return err
 	}
 	if err := o.Await(ctx); err != nil {
@@ -369,7 +406,7 @@ func (o *Owner) Finish(ctx context.Context, result *contract.Result, st *contrac
 	// status would wait for an event that comes only with a redelivery.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), terminalEventTimeout)
 	defer cancel()
-	return o.settle(pctx, &write{what: "event " + ev.EventID, msg: msg, event: true})
+	return o.settle(pctx, &write{what: "event", name: ev.EventID, msg: msg, event: true})
 }
 
 // terminalEventTimeout bounds the publish of a terminal event once the final

@@ -190,6 +190,8 @@ type run struct {
 	ready       []int
 	running     int
 	results     chan nodeResult
+	inline      nodeResult // a node startReady ran itself, when ranInline
+	ranInline   bool
 }
 
 // Run executes x, writing its checkpoints and events through st, and returns how
@@ -307,7 +309,12 @@ func (r *run) loop(ctx, runCtx context.Context, cancel context.CancelCauseFunc) 
 		if r.running == 0 {
 			break // startReady emptied the ready list, or the execution stopped
 		}
-		res := <-r.results
+		var res nodeResult
+		if r.ranInline {
+			res, r.ranInline = r.inline, false
+		} else {
+			res = <-r.results
+		}
 		r.running--
 		if failure != nil {
 			r.drain(ctx, runCtx, res, failure)
@@ -395,9 +402,16 @@ func (r *run) startReady(ctx, runCtx context.Context) error {
 			return err
 		}
 		r.running++
-		env := r.env(pn)
+		in := nodes.Input{Env: r.env(pn), Marks: r.marks}
+		if pn.provider == nil && r.running == 1 && len(r.ready) == 0 {
+			// The only node to run now, and one without side effects (a chain of
+			// transforms, say): it runs here, not in a goroutine of its own; a halt
+			// or the workflow timeout still cancels it through runCtx.
+			r.inline, r.ranInline = r.e.runNode(runCtx, idx, pn, in, nil, nil), true
+			return nil
+		}
 		go func() {
-			r.results <- r.e.runNode(runCtx, idx, pn, nodes.Input{Env: env, Marks: r.marks}, r.retried(pn), r.admission(pn))
+			r.results <- r.e.runNode(runCtx, idx, pn, in, r.retried(pn), r.admission(pn))
 		}()
 	}
 	return nil

@@ -49,18 +49,19 @@ func (s *Store) Status(ctx context.Context, workflowID, executionID string) (*co
 // exist), so that two workers never both own an execution. It returns the new
 // revision, or ErrConflict.
 func (s *Store) PutStatus(ctx context.Context, st *contract.Status, rev uint64) (uint64, error) {
-	return s.compareAndSet(ctx, contract.StatusKey(st.WorkflowID, st.ExecutionID), st, rev)
-}
-
-// compareAndSet writes v at key if the key is still at revision rev (0: it must not
-// exist), and returns the new revision, or ErrConflict.
-func (s *Store) compareAndSet(ctx context.Context, key string, v any, rev uint64) (uint64, error) {
-	data, err := json.Marshal(v)
+	key := contract.StatusKey(st.WorkflowID, st.ExecutionID)
+	data, err := contract.MarshalStatus(st)
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}
+	return s.compareAndSet(ctx, key, data, rev)
+}
+
+// compareAndSet writes data at key if the key is still at revision rev (0: it
+// must not exist), and returns the new revision, or ErrConflict.
+func (s *Store) compareAndSet(ctx context.Context, key string, data []byte, rev uint64) (uint64, error) {
 	var newRev uint64
-	err = retry(ctx, func(ctx context.Context) error {
+	err := retry(ctx, func(ctx context.Context) error {
 		var err error
 		if rev == 0 {
 			newRev, err = s.state.Create(ctx, key, data)

@@ -369,7 +369,7 @@ func (w *Worker) claimLost(ctx context.Context, d *delivery) consumer.Outcome {
 // over) is left alone.
 func (w *Worker) handBack(ctx context.Context, cause error) consumer.Outcome {
 	log := zerolog.Ctx(ctx)
-	if errors.Is(cause, execution.ErrLostOwnership) || errors.Is(context.Cause(ctx), consumer.ErrLeaseLost) {
+	if errors.Is(cause, execution.ErrLostOwnership) || errors.Is(cause, consumer.ErrLeaseLost) || errors.Is(context.Cause(ctx), consumer.ErrLeaseLost) {
 		log.Warn().Err(cause).Msg("execution stopped: this worker no longer holds the request")
 		return consumer.Outcome{Decision: consumer.Abandon}
 	}
