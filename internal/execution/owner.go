@@ -136,7 +136,7 @@ func (o *Owner) SetLatest() error {
 
 // put publishes v to key of the state bucket without waiting, fenced by the claim.
 func (o *Owner) put(what, name, key string, v any) error {
-	data, err := encode(v)
+	data, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("encode %s: %w", (&write{what: what, name: name}).label(), err)
 	}
@@ -144,15 +144,6 @@ func (o *Owner) put(what, name, key string, v any) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return o.send(&write{what: what, name: name, msg: msg})
-}
-
-// encode is json.Marshal, by the contract's encoder for a checkpoint (several
-// per execution).
-func encode(v any) ([]byte, error) {
-	if cp, ok := v.(*contract.Checkpoint); ok {
-		return contract.MarshalCheckpoint(cp)
-	}
-	return json.Marshal(v)
 }
 
 // send starts a publish and keeps its future. o.mu is held.

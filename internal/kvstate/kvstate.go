@@ -50,7 +50,7 @@ func (s *Store) Status(ctx context.Context, workflowID, executionID string) (*co
 // revision, or ErrConflict.
 func (s *Store) PutStatus(ctx context.Context, st *contract.Status, rev uint64) (uint64, error) {
 	key := contract.StatusKey(st.WorkflowID, st.ExecutionID)
-	data, err := contract.MarshalStatus(st)
+	data, err := json.Marshal(st)
 	if err != nil {
 		return 0, fmt.Errorf("encode %s: %w", key, err)
 	}

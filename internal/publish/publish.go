@@ -40,7 +40,7 @@ func (p *Publisher) PublishEvent(ctx context.Context, ev *contract.Event) error 
 // EventMsg is the message of a lifecycle event: on its subject, with Nats-Msg-Id
 // = its event id and its correlation id and trace context as headers.
 func EventMsg(subjects contract.Subjects, ev *contract.Event) (*nats.Msg, error) {
-	data, err := contract.MarshalEvent(ev)
+	data, err := json.Marshal(ev)
 	if err != nil {
 		return nil, fmt.Errorf("encode event %s: %w", ev.EventID, err)
 	}
