@@ -40,7 +40,7 @@ const clusterAckWait = 3 * time.Second
 
 // clusterWorkflow waits, then orders: a replay that ordered twice would show.
 const clusterWorkflow = `{"id": %q, "nodes": [
-  {"id": "slow", "type": "delay", "config": {"duration": %q}},
+  {"id": "slow", "type": "delay", "timeout": "2m", "config": {"duration": %q}},
   {"id": "buy", "type": "order", "depends_on": ["slow"], "config": {"symbol": "'BTCUSDT'", "side": "'buy'", "quantity": "0.001"}}
 ]}`
 
@@ -352,7 +352,8 @@ func (c *cluster) submitMany(t *testing.T, workflowID, prefix string, n int) []s
 
 // fillDelay is the delay of the workflows whose executions fill sees running: all of
 // them at once, between the last one's start and the first one's end. Publishing
-// them and reading their statuses takes seconds on a busy machine.
+// them and reading their statuses takes seconds on a busy machine. (The slow node's
+// timeout, 2m, is longer than any delay the subtests give it.)
 const fillDelay = "30s"
 
 // fill publishes as many requests as the workers have slots, waits until each is
