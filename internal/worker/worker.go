@@ -313,7 +313,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	w.js = js
 	w.events = events
 	w.store = kvstate.New(buckets.State, buckets.Workflows)
-	var execOpts []execution.Option
+	execOpts := []execution.Option{execution.WithLease(consumer.Lease)}
 	if w.cfg.RoundTrips != nil {
 		execOpts = append(execOpts, execution.WithObserver(w.cfg.RoundTrips))
 	}
