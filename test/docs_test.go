@@ -391,7 +391,7 @@ type natsPayload struct {
 
 // natsPayloads are the nats CLI commands the docs may show with a JSON payload.
 var natsPayloads = []natsPayload{
-	{regexp.MustCompile(`^pub flow\.exec\.[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)?$`), schemas.ExecutionRequest},
+	{regexp.MustCompile(`^pub flow\.exec\.[A-Za-z0-9_-]+$`), schemas.ExecutionRequest},
 	{regexp.MustCompile(`^pub flow\.emergency\.`), schemas.EmergencyCommand},
 	{regexp.MustCompile(`^kv put flow_breakers override\.`), schemas.BreakerOverride},
 	{regexp.MustCompile(`^kv put flow_risk limits\.`), schemas.RiskLimits},
