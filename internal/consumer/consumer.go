@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
@@ -413,44 +412,12 @@ func (c *Consumer) fetch(ctx, workCtx context.Context, cons jetstream.Consumer, 
 	return started, nil
 }
 
-// lease is how long a handled message is held: until its last confirmed heartbeat
-// plus the lease, less a margin.
-type lease struct {
-	confirmed atomic.Int64 // Unix nanoseconds
-	hold      time.Duration
-}
-
-type leaseKey struct{}
-
-func (l *lease) lost() bool { return time.Since(time.Unix(0, l.confirmed.Load())) >= l.hold }
-
-// Lease returns a check of the lease on the message whose handler ctx belongs to:
-// it returns ErrLeaseLost once no heartbeat has been confirmed for longer than the
-// ack wait allows, when the server may give the message to another worker. It reads
-// the clock, so a worker that was paused (a stopped process) sees it as it wakes,
-// before its heartbeat runs. Outside a handler the check always returns nil.
-func Lease(ctx context.Context) func() error {
-	l, ok := ctx.Value(leaseKey{}).(*lease)
-	if !ok {
-		return func() error { return nil }
-	}
-	return func() error {
-		if l.lost() {
-			return ErrLeaseLost
-		}
-		return nil
-	}
-}
-
 // handle runs the handler with heartbeats, then settles the message.
 func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
-	leaseTime := c.leaseTime()
-	l := &lease{hold: leaseTime - leaseTime/4}
-	l.confirmed.Store(time.Now().UnixNano()) // the server started the lease a little before
-	ctx, stopHandler := context.WithCancelCause(context.WithValue(ctx, leaseKey{}, l))
+	ctx, stopHandler := context.WithCancelCause(ctx)
 	defer stopHandler(nil)
 	hbCtx, stopHeartbeat := context.WithCancel(ctx)
-	go c.heartbeat(hbCtx, msg, l, stopHandler)
+	go c.heartbeat(hbCtx, msg, time.Now(), stopHandler)
 	out := c.handler(ctx, msg)
 	stopHeartbeat()
 
@@ -487,17 +454,19 @@ func (c *Consumer) handle(ctx context.Context, msg jetstream.Msg) {
 // When none has been confirmed for the lease less a quarter, the server may soon
 // give the message to another worker: the handler is cancelled with ErrLeaseLost
 // before that, so that the work does not run twice. A worker paused longer (a
-// stopped process) finds its lease gone when it wakes: Lease tells its writes at
-// once, and the execution's fencing refuses those that were already under way.
-func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, cancel context.CancelCauseFunc) {
-	margin := c.leaseTime() / 4
-	t := time.NewTicker(margin)
+// stopped process) finds its lease gone when it wakes; its writes are then
+// refused by the execution's fencing anyway.
+func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, received time.Time, cancel context.CancelCauseFunc) {
+	lease := c.leaseTime()
+	margin := lease / 4
+	t := time.NewTicker(lease / 4)
 	defer t.Stop()
+	confirmed := received // the server started the lease a little before
 	lost := func() bool {
-		if !l.lost() {
+		if time.Since(confirmed) < lease-margin {
 			return false
 		}
-		c.log.Warn().Str("subject", msg.Subject()).Dur("unconfirmed", time.Since(time.Unix(0, l.confirmed.Load()))).Msg("heartbeats unconfirmed too long; stopping the request so that it does not run twice")
+		c.log.Warn().Str("subject", msg.Subject()).Dur("unconfirmed", time.Since(confirmed)).Msg("heartbeats unconfirmed too long; stopping the request so that it does not run twice")
 		cancel(ErrLeaseLost)
 		return true
 	}
@@ -516,7 +485,7 @@ func (c *Consumer) heartbeat(ctx context.Context, msg jetstream.Msg, l *lease, c
 			err = c.js.Conn().FlushTimeout(margin)
 		}
 		if err == nil {
-			l.confirmed.Store(sent.UnixNano())
+			confirmed = sent
 		} else {
 			c.log.Debug().Err(err).Str("subject", msg.Subject()).Msg("in-progress heartbeat unconfirmed")
 		}

@@ -55,7 +55,6 @@ type Store struct {
 	kvPrefix string // "$KV.<bucket>."
 	subjects contract.Subjects
 	observer Observer
-	lease    func(context.Context) func() error
 }
 
 // Observer is told of every write an execution waits for (claim, awaiting the
@@ -70,15 +69,6 @@ type Option func(*Store)
 
 // WithObserver reports each sequential round trip to o.
 func WithObserver(o Observer) Option { return func(s *Store) { s.observer = o } }
-
-// WithLease makes every owner check, before each write, the lease that
-// lease(ctx) returns for the context of its claim (the consumer's Lease): once
-// the check fails, the request may be running elsewhere, and the owner writes
-// nothing more and fails with ErrLostOwnership. Even its events, which fencing
-// cannot refuse, are not published.
-func WithLease(lease func(ctx context.Context) func() error) Option {
-	return func(s *Store) { s.lease = lease }
-}
 
 // New returns a store that writes execution state into the bucket of state (its
 // kv is flow_state) and publishes events with js.
@@ -115,11 +105,7 @@ func (s *Store) Claim(ctx context.Context, st *contract.Status, rev uint64, id I
 	if err != nil {
 		return nil, err
 	}
-	o := newOwner(s, st, claim, id, lastSeq)
-	if s.lease != nil {
-		o.lease = s.lease(ctx)
-	}
-	return o, nil
+	return newOwner(s, st, claim, id, lastSeq), nil
 }
 
 // classify turns a refused fenced write into ErrLostOwnership, and tells whether

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,39 +274,5 @@ func TestFencingHoldsOnAReplicatedStream(t *testing.T) {
 	_ = a.Checkpoint(&contract.Checkpoint{NodeID: "late", State: contract.NodeStateCompleted})
 	if err := a.Await(f.ctx); !errors.Is(err, execution.ErrLostOwnership) {
 		t.Fatalf("A's write after the takeover: %v, want ErrLostOwnership", err)
-	}
-}
-
-// An owner whose lease has lapsed (its worker was paused longer than the ack wait)
-// writes nothing more, not even an event, which fencing could not refuse.
-func TestAnOwnerWhoseLeaseLapsedWritesNothing(t *testing.T) {
-	f := newFixture(t)
-	var lapsed atomic.Bool
-	f.store = execution.New(f.js, f.state, f.kv.Bucket(), contract.Subjects{Prefix: contract.DefaultPrefix},
-		execution.WithLease(func(context.Context) func() error {
-			return func() error {
-				if lapsed.Load() {
-					return errors.New("lease lapsed")
-				}
-				return nil
-			}
-		}))
-	o := f.claim(t, "A")
-	if err := o.Emit(contract.Event{Type: contract.ExecutionStarted}); err != nil {
-		t.Fatal(err)
-	}
-	if err := o.Await(f.ctx); err != nil {
-		t.Fatal(err)
-	}
-	lapsed.Store(true)
-	err := o.Emit(contract.Event{Type: contract.NodeCompleted, NodeID: "n1"})
-	if !errors.Is(err, execution.ErrLostOwnership) {
-		t.Fatalf("an event after the lease lapsed: %v, want %v", err, execution.ErrLostOwnership)
-	}
-	if err := o.Checkpoint(&contract.Checkpoint{NodeID: "n1", State: contract.NodeStateCompleted}); !errors.Is(err, execution.ErrLostOwnership) {
-		t.Fatalf("a checkpoint after the lease lapsed: %v, want %v", err, execution.ErrLostOwnership)
-	}
-	if evs := f.eventsOf(t); len(evs) != 1 || evs[0].Type != contract.ExecutionStarted {
-		t.Errorf("events %+v, want only execution_started", evs)
 	}
 }

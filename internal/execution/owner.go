@@ -44,8 +44,6 @@ type Owner struct {
 	statusSubject string
 	id            Identity
 
-	lease func() error // see WithLease; nil checks nothing
-
 	mu      sync.Mutex
 	seq     uint64
 	pending []*write
@@ -145,12 +143,6 @@ func (o *Owner) send(w *write) error {
 	o.reap()
 	if o.failed != nil {
 		return o.failed
-	}
-	if o.lease != nil {
-		if err := o.lease(); err != nil {
-			o.failed = fmt.Errorf("%s: %w: %w", w.what, ErrLostOwnership, err)
-			return o.failed
-		}
 	}
 	// On an error (too many publishes pending, say), fut is nil: Await publishes
 	// the write again and waits for it.

@@ -313,7 +313,7 @@ func (w *Worker) setup(ctx, bgCtx context.Context, nc *nats.Conn) (*breakers.Wat
 	w.js = js
 	w.events = events
 	w.store = kvstate.New(buckets.State, buckets.Workflows)
-	execOpts := []execution.Option{execution.WithLease(consumer.Lease)}
+	var execOpts []execution.Option
 	if w.cfg.RoundTrips != nil {
 		execOpts = append(execOpts, execution.WithObserver(w.cfg.RoundTrips))
 	}
