@@ -40,7 +40,7 @@ const clusterAckWait = 3 * time.Second
 
 // clusterWorkflow waits, then orders: a replay that ordered twice would show.
 const clusterWorkflow = `{"id": %q, "nodes": [
-  {"id": "slow", "type": "delay", "config": {"duration": %q}},
+  {"id": "slow", "type": "delay", "timeout": "2m", "config": {"duration": %q}},
   {"id": "buy", "type": "order", "depends_on": ["slow"], "config": {"symbol": "'BTCUSDT'", "side": "'buy'", "quantity": "0.001"}}
 ]}`
 
@@ -350,12 +350,19 @@ func (c *cluster) submitMany(t *testing.T, workflowID, prefix string, n int) []s
 	return ids
 }
 
+// fillDelay is the delay of the workflows whose executions fill sees running: all of
+// them at once, between the last one's start and the first one's end. Publishing
+// them and reading their statuses takes seconds on a busy machine. (The slow node's
+// timeout, 2m, is longer than any delay the subtests give it.)
+const fillDelay = "30s"
+
 // fill publishes as many requests as the workers have slots, waits until each is
-// running, and returns them with the worker running each.
+// running, and returns them with the worker running each. Their workflow's delay
+// must leave fill the time to see them all running (see fillDelay).
 func (c *cluster) fill(t *testing.T, workflowID, prefix string) (ids []string, runningOn map[string]string) {
 	t.Helper()
 	ids = c.submitMany(t, workflowID, prefix, 8*len(c.workerIDs()))
-	natstest.WaitFor(t, 30*time.Second, func() error {
+	natstest.WaitFor(t, time.Minute, func() error {
 		runningOn = map[string]string{}
 		for _, id := range ids {
 			st, err := c.operator.client.Status(c.ctx, workflowID, id)
@@ -439,12 +446,12 @@ func TestCluster(t *testing.T) {
 
 	t.Run("a killed worker's executions resume on the others", func(t *testing.T) {
 		op := c.operator.on(t)
-		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-kill", "10s")) // long enough to be seen running on a busy machine
+		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-kill", fillDelay))
 		ids, running := c.fill(t, "cl-kill", "k")
 		victim, inFlight := busiest(running)
 		c.kill(t, victim)
 		killed := time.Now()
-		assertExactlyOnce(t, op, "cl-kill", ids, time.Minute)
+		assertExactlyOnce(t, op, "cl-kill", ids, 2*time.Minute)
 		var last time.Time
 		for _, id := range inFlight {
 			st, err := op.client.Status(c.ctx, "cl-kill", id)
@@ -514,7 +521,7 @@ func TestCluster(t *testing.T) {
 
 	t.Run("a worker cut off the network gives its requests up and runs none twice", func(t *testing.T) {
 		op := c.operator.on(t)
-		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-cut", "4s"))
+		op.deploy(fmt.Sprintf(clusterWorkflow, "cl-cut", fillDelay))
 		ids, running := c.fill(t, "cl-cut", "c")
 		victim, inFlight := busiest(running)
 		c.mu.Lock()
@@ -524,7 +531,7 @@ func TestCluster(t *testing.T) {
 			t.Fatal(err)
 		}
 		cut := time.Now()
-		assertExactlyOnce(t, op, "cl-cut", ids, time.Minute)
+		assertExactlyOnce(t, op, "cl-cut", ids, 2*time.Minute)
 		t.Logf("%d requests of the cut-off worker finished elsewhere within %s", len(inFlight), time.Since(cut).Round(time.Millisecond))
 		for _, id := range inFlight {
 			if st, err := op.client.Status(c.ctx, "cl-cut", id); err != nil || st.WorkerID == victim {

@@ -305,7 +305,7 @@ func TestRequestThatAlwaysCrashesItsWorkerIsDeadLettered(t *testing.T) {
 	if dl == nil || dl.Kind != contract.KindMaxDeliveries || dl.LastStatus == nil || dl.LastStatus.Attempt != maxDeliver || dl.Request == nil {
 		t.Fatalf("dead letter = %+v", dl)
 	}
-	failed := h.waitEvent("crash", id, contract.ExecutionFailed, "", time.Second)
+	failed := h.waitEvent("crash", id, contract.ExecutionFailed, "", 10*time.Second)
 	if failed.Error.Kind != contract.KindMaxDeliveries {
 		t.Errorf("execution_failed = %+v", failed.Error)
 	}

@@ -56,12 +56,14 @@ func TestHaltStopsARunningWorkflowWithItsReason(t *testing.T) {
 	if err != nil || res.Status != contract.StatusHalted || !strings.Contains(res.Error.Message, "exchange outage") {
 		t.Fatalf("result = %+v, %v", res, err)
 	}
+	// The terminal event is published after the terminal status: wait for it.
+	h.waitEvent("long", id, contract.ExecutionHalted, "", 10*time.Second)
 	evs := h.events("long", id)
 	last := evs[len(evs)-1]
 	if last.Type != contract.ExecutionHalted || !strings.Contains(last.Error.Message, "exchange outage") {
 		t.Errorf("last event = %+v", last)
 	}
-	interrupted := h.waitEvent("long", id, contract.NodeFailed, "wait", time.Second)
+	interrupted := h.waitEvent("long", id, contract.NodeFailed, "wait", 10*time.Second)
 	if interrupted.Error.Kind != contract.KindHalted {
 		t.Errorf("interrupted node error = %+v", interrupted.Error)
 	}
@@ -117,7 +119,7 @@ func TestHaltStopsEveryWorkerAndOnlyResumeLiftsIt(t *testing.T) {
 			t.Errorf("a node started during the halt: %+v", ev)
 		}
 	}
-	if got := h.waitEvent("quick", refused, contract.ExecutionHalted, "", time.Second); !strings.Contains(got.Reason, "manual") {
+	if got := h.waitEvent("quick", refused, contract.ExecutionHalted, "", 10*time.Second); !strings.Contains(got.Reason, "manual") {
 		t.Errorf("execution_halted reason = %q", got.Reason)
 	}
 
@@ -250,7 +252,7 @@ func TestRiskLimitWithoutAutoHaltRefusesTheOrder(t *testing.T) {
 		if st.Status != contract.StatusFailed || st.Error.Kind != worker.KindRiskLimit {
 			return fmt.Errorf("big order: %s %+v", st.Status, st.Error)
 		}
-		failed := h.waitEvent("trade", big, contract.NodeFailed, "buy", time.Second)
+		failed := h.waitEvent("trade", big, contract.NodeFailed, "buy", 10*time.Second)
 		if !strings.Contains(failed.Error.Message, "btc-size") {
 			return fmt.Errorf("node_failed = %+v", failed.Error)
 		}

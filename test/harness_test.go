@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/flowguard/flowguard/internal/client"
 	"github.com/flowguard/flowguard/internal/consumer"
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/emergency"
 	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/natstest"
 	"github.com/flowguard/flowguard/internal/worker"
@@ -36,6 +38,33 @@ type harness struct {
 	ctx    context.Context
 	// workerLogs, when set, receives the logs of the workers the harness starts.
 	workerLogs *lockedBuffer
+	// running holds the workers the harness runs and has not stopped.
+	running *runningWorkers
+}
+
+// runningWorkers are the status subjects of the workers a harness runs, by worker
+// ID, for the workers that follow the harness's emergency stream.
+type runningWorkers struct {
+	mu       sync.Mutex
+	statuses map[string]string
+}
+
+func (r *runningWorkers) set(id, subject string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.statuses[id] = subject
+}
+
+func (r *runningWorkers) remove(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.statuses, id)
+}
+
+func (r *runningWorkers) list() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return maps.Clone(r.statuses)
 }
 
 func newHarness(t testing.TB) *harness {
@@ -66,7 +95,7 @@ func harnessOn(t testing.TB, nc *nats.Conn) *harness {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	return &harness{t: t, nc: nc, js: js, client: cl, ctx: ctx}
+	return &harness{t: t, nc: nc, js: js, client: cl, ctx: ctx, running: &runningWorkers{statuses: map[string]string{}}}
 }
 
 // on is the harness reporting to t, a subtest of the harness's test.
@@ -130,18 +159,55 @@ func (h *harness) startWorkerLogging(id string, mutate func(*worker.Config), log
 		}
 		return nil
 	})
+	// Workers of another prefix follow another emergency stream than h.command's.
+	if cfg.Prefix == "" || cfg.Prefix == contract.DefaultPrefix {
+		h.running.set(id, contract.DefaultPrefix+".workers."+id+".status")
+	}
 	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	stop = func() { once.Do(func() { h.running.remove(id); cancel(); wg.Wait() }) }
 	h.t.Cleanup(stop)
 	return w, stop
 }
 
-// command publishes an emergency command with the publisher's client.
+// command publishes an emergency command with the publisher's client and waits
+// until every worker the harness runs has applied it: what the test does next
+// meets the new state.
 func (h *harness) command(scope, action, reason string) {
 	h.t.Helper()
 	if _, err := h.client.Emergency(h.ctx, scope, contract.EmergencyCommand{Action: action, Reason: reason, IssuedBy: "test"}); err != nil {
 		h.t.Fatalf("%s %s: %v", action, scope, err)
 	}
+	h.waitEmergencyApplied(scope)
+}
+
+// waitEmergencyApplied waits until every worker the harness runs reports, on its
+// status endpoint, the state of scope that the emergency stream holds: the same
+// state set by the same command.
+func (h *harness) waitEmergencyApplied(scope string) {
+	h.t.Helper()
+	natstest.WaitFor(h.t, 30*time.Second, func() error {
+		board, err := h.client.Board(h.ctx)
+		if err != nil {
+			return err
+		}
+		want := board.Get(scope)
+		for id, subject := range h.running.list() {
+			reply, err := h.nc.Request(subject, nil, 5*time.Second)
+			if err != nil {
+				return fmt.Errorf("status of worker %s: %w", id, err)
+			}
+			var st struct {
+				Emergency emergency.Board `json:"emergency"`
+			}
+			if err := json.Unmarshal(reply.Data, &st); err != nil {
+				return fmt.Errorf("status of worker %s: %w", id, err)
+			}
+			if got := st.Emergency.Get(scope); got.State != want.State || got.Seq != want.Seq {
+				return fmt.Errorf("worker %s has %s %s from seq %d, the stream %s from seq %d", id, scope, got.State, got.Seq, want.State, want.Seq)
+			}
+		}
+		return nil
+	})
 }
 
 // waitEvent waits until an execution has an event of type typ (for node nodeID

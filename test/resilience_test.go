@@ -329,10 +329,13 @@ func TestNATSRequestRetriesAMicroService(t *testing.T) {
 
 func TestBreakerOpensFailsFastAndRecoversThroughHalfOpen(t *testing.T) {
 	h := newHarness(t)
+	// The open time must outlast the execution run while the breaker is open, on a
+	// busy machine too: gobreaker reads the wall clock, so the test waits it out.
+	const openTime = 10 * time.Second
 	h.startWorker("w1", func(c *worker.Config) {
 		c.Resilience.Overrides = resilience.Settings{
 			Retry:   resilience.RetrySettings{MaxAttempts: 1},
-			Breaker: resilience.BreakerSettings{Threshold: 3, OpenTime: 300 * time.Millisecond},
+			Breaker: resilience.BreakerSettings{Threshold: 3, OpenTime: openTime},
 		}
 	})
 	changes := h.watchBreakers()
@@ -360,7 +363,7 @@ func TestBreakerOpensFailsFastAndRecoversThroughHalfOpen(t *testing.T) {
 
 	// The provider is back; after the open time a probe goes through and closes it.
 	api.script(answer(200, `{"price": 2}`))
-	natstest.WaitFor(t, 5*time.Second, func() error {
+	natstest.WaitFor(t, openTime+30*time.Second, func() error {
 		if time.Now().Before(*opened.OpenUntil) {
 			return fmt.Errorf("breaker open until %s", opened.OpenUntil)
 		}

@@ -71,7 +71,7 @@ func TestInlineWorkflowsAreOffByDefault(t *testing.T) {
 	if st.Error == nil || st.Error.Kind != contract.KindInvalidRequest || !strings.Contains(st.Error.Message, "inline workflow definitions are disabled on this worker") {
 		t.Errorf("inline request: %s %+v, want rejected as invalid_request", st.Status, st.Error)
 	}
-	h.waitEvent("quick", id, contract.ExecutionRejected, "", time.Second)
+	h.waitEvent("quick", id, contract.ExecutionRejected, "", 10*time.Second)
 	id = h.submit(&contract.Request{WorkflowID: "quick"})
 	if st := h.waitStatus("quick", id, 10*time.Second); st.Status != contract.StatusCompleted {
 		t.Errorf("deployed workflow: %s %+v", st.Status, st.Error)

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/examples/mockexchange"
@@ -48,19 +49,18 @@ type Options struct {
 
 // timing is what differs between the full and the short run.
 type timing struct {
-	normalTrades   int
-	rounds         int           // trades of each bot and symbol when they run at once
-	outage         time.Duration // of the exchange
-	breakerOpen    time.Duration // the worker's breaker open time
-	pause          time.Duration // between scenarios, to read along
-	operatorReview time.Duration // between raising the limit and resuming
+	normalTrades int
+	rounds       int           // trades of each bot and symbol when they run at once
+	outage       time.Duration // of the exchange
+	breakerOpen  time.Duration // the worker's breaker open time
+	pause        time.Duration // between scenarios, to read along
 }
 
 func timings(short bool) timing {
 	if short {
-		return timing{normalTrades: 4, rounds: 3, outage: 1500 * time.Millisecond, breakerOpen: time.Second, operatorReview: time.Second}
+		return timing{normalTrades: 4, rounds: 3, outage: 1500 * time.Millisecond, breakerOpen: time.Second}
 	}
-	return timing{normalTrades: 8, rounds: 6, outage: 4 * time.Second, breakerOpen: 2 * time.Second, pause: time.Second, operatorReview: time.Second}
+	return timing{normalTrades: 8, rounds: 6, outage: 4 * time.Second, breakerOpen: 2 * time.Second, pause: time.Second}
 }
 
 // Settings of the demo's trading.
@@ -148,6 +148,8 @@ type demo struct {
 	opts   Options
 	t      timing
 	n      *narrator
+	nc     *nats.Conn
+	js     jetstream.JetStream
 	client *client.Client
 	watch  *watcher
 	router *router
@@ -230,7 +232,11 @@ func Run(ctx context.Context, opts Options, out io.Writer) (*Summary, error) {
 		return nil, err
 	}
 	defer watch.stop()
-	d := &demo{opts: opts, t: t, n: n, client: cl, watch: watch, admin: &http.Client{Timeout: 5 * time.Second},
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	d := &demo{opts: opts, t: t, n: n, nc: nc, js: js, client: cl, watch: watch, admin: &http.Client{Timeout: 5 * time.Second},
 		exURL: exURL, run: strconv.FormatInt(time.Now().Unix()%1e6, 36)}
 	if err := d.deploy(ctx); err != nil {
 		return nil, err

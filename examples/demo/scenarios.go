@@ -99,10 +99,12 @@ func (d *demo) resume(ctx context.Context) error {
 	if err := d.client.SetLimit(ctx, "bot.b1", contract.RiskLimit{ID: "b1-daily-loss", Type: "daily_loss", Threshold: raisedLossLimit, AutoHalt: true}); err != nil {
 		return err
 	}
-	d.n.say("operator: b1's daily loss limit raised to %.0f USDT for the rest of the day", raisedLossLimit)
-	if err := sleep(ctx, d.t.operatorReview); err != nil {
+	// A resume before the workers have the raised limit would let b1's next order
+	// breach the old one and halt b1 again.
+	if err := d.waitRiskApplied(ctx, "bot.b1"); err != nil {
 		return err
 	}
+	d.n.say("operator: b1's daily loss limit raised to %.0f USDT for the rest of the day; the workers have it", raisedLossLimit)
 	if _, err := d.client.Emergency(ctx, "bot.b1", contract.EmergencyCommand{Action: emergency.ActionResume, Reason: "losses reviewed, limit raised", IssuedBy: "operator"}); err != nil {
 		return err
 	}

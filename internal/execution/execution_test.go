@@ -66,17 +66,27 @@ func running(worker string) *contract.Status {
 		StreamSeq: 1, CreatedAt: &now, UpdatedAt: now}
 }
 
-// claim claims x1 for worker, taking it over when it exists.
+// claim claims x1 for worker, taking it over when it exists. On a cluster, a read
+// may be answered by a replica that has not caught up yet (direct get), and the
+// claim by its revision is then refused: the status is read again until the
+// claim lands.
 func (f *fixture) claim(t *testing.T, worker string) *execution.Owner {
 	t.Helper()
-	_, rev, err := f.state.Status(f.ctx, "wf", "x1")
-	if err != nil && !errors.Is(err, kvstate.ErrNotFound) {
-		t.Fatal(err)
-	}
-	o, err := f.store.Claim(f.ctx, running(worker), rev, id, 0)
-	if err != nil {
-		t.Fatalf("%s claims: %v", worker, err)
-	}
+	var o *execution.Owner
+	natstest.WaitFor(t, 30*time.Second, func() error {
+		_, rev, err := f.state.Status(f.ctx, "wf", "x1")
+		if err != nil && !errors.Is(err, kvstate.ErrNotFound) {
+			t.Fatal(err)
+		}
+		o, err = f.store.Claim(f.ctx, running(worker), rev, id, 0)
+		if err != nil && !errors.Is(err, execution.ErrClaimed) {
+			t.Fatalf("%s claims: %v", worker, err)
+		}
+		if err != nil {
+			return fmt.Errorf("%s claims: %w", worker, err)
+		}
+		return nil
+	})
 	return o
 }
 

@@ -57,6 +57,8 @@ type Risk struct {
 	now  func() time.Time
 
 	ready atomic.Bool
+	// applied is the flow_risk revision of the last entry applied (see Revision).
+	applied atomic.Uint64
 
 	botLocks sync.Map // bot id -> *sync.Mutex, see reserve
 
@@ -103,6 +105,11 @@ func NewRisk(kv jetstream.KeyValue, ctrl *emergency.Controller, pub HaltPublishe
 // worker should not take requests that may trade before it is true.
 func (r *Risk) Ready() bool { return r.ready.Load() }
 
+// Revision returns the flow_risk bucket revision of the last limits or metrics
+// entry applied: a change written at revision rev is in force once Revision is rev
+// or more.
+func (r *Risk) Revision() uint64 { return r.applied.Load() }
+
 // Run watches limits and metrics until ctx ends, rebuilding the watch when it breaks.
 func (r *Risk) Run(ctx context.Context) {
 	for ctx.Err() == nil {
@@ -146,6 +153,7 @@ func (r *Risk) watch(ctx context.Context) error {
 
 // applyEntry records a changed limits or metrics key and evaluates what it affects.
 func (r *Risk) applyEntry(ctx context.Context, e jetstream.KeyValueEntry) {
+	defer r.recordApplied(e.Revision())
 	kind, name, _ := strings.Cut(e.Key(), ".")
 	deleted := e.Operation() != jetstream.KeyValuePut
 	switch kind {
@@ -191,6 +199,17 @@ func (r *Risk) applyEntry(ctx context.Context, e jetstream.KeyValueEntry) {
 		r.metrics[name] = metricsEntry{m: &m, revision: e.Revision()}
 		r.mu.Unlock()
 		r.evaluate(ctx, name)
+	}
+}
+
+// recordApplied raises the applied revision to rev. A rebuilt watch delivers each
+// key's last value again, older than revisions already applied: those leave it.
+func (r *Risk) recordApplied(rev uint64) {
+	for {
+		cur := r.applied.Load()
+		if rev <= cur || r.applied.CompareAndSwap(cur, rev) {
+			return
+		}
 	}
 }
 

@@ -109,6 +109,38 @@ func TestOrdersWaitUntilTheRiskLimitsAreLoaded(t *testing.T) {
 	}
 }
 
+// Revision says which writes of the bucket are in force: once it reaches the
+// revision a limit was written at, orders meet that limit.
+func TestRevisionSaysWhichLimitsAreInForce(t *testing.T) {
+	kv := riskBucket(t)
+	r, err := NewRisk(kv, nil, nil, RiskConfig{}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { r.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	data, err := json.Marshal(contract.RiskLimits{Limits: []contract.RiskLimit{{ID: "btc-size", Type: contract.LimitPositionSize, Symbol: "BTCUSDT", Threshold: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rev, err := kv.Put(ctx, contract.RiskLimitsKey("global"), data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if got := r.Revision(); got < rev {
+			return fmt.Errorf("Revision() = %d, the limit was written at %d", got, rev)
+		}
+		return nil
+	})
+	big := &contract.OrderIntent{ClientOrderID: "x.buy", BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 2, ReferencePrice: 65000}
+	if err := r.CheckOrder(ctx, big); !errors.Is(err, ErrRiskLimit) {
+		t.Fatalf("an order over the limit in force: %v, want %v", err, ErrRiskLimit)
+	}
+}
+
 // A market order without a price cannot be valued against a notional limit: it is
 // refused, and not counted as a breach (no halt, even with auto_halt).
 func TestOrderWithoutPriceIsRefusedUnderANotionalLimit(t *testing.T) {

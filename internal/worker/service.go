@@ -24,6 +24,9 @@ type serviceStatus struct {
 	NotReady  string          `json:"not_ready,omitempty"`
 	Counts    metrics.Counts  `json:"executions"`
 	Emergency emergency.Board `json:"emergency,omitempty"`
+	// RiskRevision is the flow_risk revision of the last risk limits or metrics the
+	// worker applied: a limit written at revision r is in force once it is r or more.
+	RiskRevision uint64 `json:"risk_revision"`
 }
 
 var notSubjectToken = regexp.MustCompile(`[^A-Za-z0-9_-]`)
@@ -32,7 +35,7 @@ var notSubjectToken = regexp.MustCompile(`[^A-Za-z0-9_-]`)
 // endpoint on <prefix>.workers.<worker_id>.status.
 func (w *Worker) registerService(nc *nats.Conn) (micro.Service, error) {
 	status := func() serviceStatus {
-		st := serviceStatus{WorkerID: w.cfg.WorkerID, Counts: w.metrics.Counts(), Emergency: w.ctrl.Board()}
+		st := serviceStatus{WorkerID: w.cfg.WorkerID, Counts: w.metrics.Counts(), Emergency: w.ctrl.Board(), RiskRevision: w.risk.Revision()}
 		if err := w.Readiness(); err != nil {
 			st.NotReady = err.Error()
 		} else {

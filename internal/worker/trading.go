@@ -115,7 +115,9 @@ func (d desk) CheckOrder(ctx context.Context, o *contract.OrderIntent) error {
 	case errors.Is(err, emergency.ErrPaused):
 		return nodes.Permanent(KindTradingPaused, err)
 	case errors.Is(err, emergency.ErrStale):
-		return nodes.Permanent(KindEmergencyUnknown, err)
+		// It may have been confirmed when the node started and be unconfirmed
+		// for a moment now (a server restarting): the node retries.
+		return nodes.Transient(KindEmergencyUnknown, err)
 	case err != nil:
 		return err
 	}

@@ -37,3 +37,17 @@ func TestDeskClassifiesRiskRefusals(t *testing.T) {
 		}
 	}
 }
+
+type staleGate struct{}
+
+func (staleGate) CanTrade(emergency.Scopes, bool) error { return emergency.ErrStale }
+
+// An emergency state unconfirmed at the order's check is a transient refusal, as
+// risk limits not loaded are: the order node retries, nothing is placed meanwhile.
+func TestDeskRetriesAnUnconfirmedEmergencyState(t *testing.T) {
+	d := desk{ctrl: staleGate{}, risk: refusing{}}
+	err := d.CheckOrder(context.Background(), &contract.OrderIntent{ClientOrderID: "x.buy", BotID: "b1", Symbol: "BTCUSDT", Side: contract.SideBuy, Quantity: 1})
+	if !errors.Is(err, emergency.ErrStale) || !nodes.IsTransient(err) || nodes.KindOf(err) != KindEmergencyUnknown {
+		t.Fatalf("CheckOrder = %v, want a transient %s", err, KindEmergencyUnknown)
+	}
+}
