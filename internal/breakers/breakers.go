@@ -23,6 +23,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/kvstate"
 	"github.com/flowguard/flowguard/internal/resilience"
 )
 
@@ -97,30 +98,11 @@ type Watch struct {
 // before it returns, so that a worker starting during a maintenance window never
 // calls the provider. The watch lives until ctx ends.
 func (s *Sync) Watch(ctx context.Context, board Board) (*Watch, error) {
-	kw, err := s.kv.WatchAll(ctx)
+	kw, err := kvstate.WatchLoaded(ctx, s.kv, loadTimeout, func(e jetstream.KeyValueEntry) { s.apply(board, e, false) })
 	if err != nil {
-		return nil, fmt.Errorf("watch bucket %s: %w", contract.BucketBreakers, err)
+		return nil, err
 	}
-	timeout := time.NewTimer(loadTimeout)
-	defer timeout.Stop()
-	for {
-		select {
-		case e, ok := <-kw.Updates():
-			if !ok {
-				return nil, fmt.Errorf("watch bucket %s: the watch closed while loading", contract.BucketBreakers)
-			}
-			if e == nil {
-				return &Watch{board: board, kw: kw}, nil
-			}
-			s.apply(board, e, false)
-		case <-timeout.C:
-			_ = kw.Stop()
-			return nil, fmt.Errorf("watch bucket %s: its content did not arrive within %s; check the NATS connection", contract.BucketBreakers, loadTimeout)
-		case <-ctx.Done():
-			_ = kw.Stop()
-			return nil, ctx.Err()
-		}
-	}
+	return &Watch{board: board, kw: kw}, nil
 }
 
 // Run publishes the breakers' changes and applies the bucket's updates until ctx

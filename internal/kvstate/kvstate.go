@@ -1,5 +1,6 @@
 // Package kvstate gives typed access to flowguard's KV buckets: execution state
-// (flow_state) and workflow definitions (flow_workflows). A running execution's
+// (flow_state) and workflow definitions (flow_workflows), and loads any bucket
+// that a worker follows by a watch (WatchLoaded). A running execution's
 // writes do not come here: its owner (internal/execution) fences them.
 package kvstate
 
@@ -10,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -215,4 +217,35 @@ func retry(ctx context.Context, op func(ctx context.Context) error) error {
 	return resilience.RetryIO(ctx, func(err error) bool {
 		return errors.Is(err, ErrNotFound) || errors.Is(err, ErrConflict)
 	}, op)
+}
+
+// WatchLoaded watches every key of kv and passes each entry of its current content
+// to apply before it returns, so that the caller starts from the bucket as it is.
+// It gives up after within, or when ctx ends; the watcher it returns delivers the
+// updates after that content, until ctx ends or it is stopped.
+func WatchLoaded(ctx context.Context, kv jetstream.KeyValue, within time.Duration, apply func(jetstream.KeyValueEntry)) (jetstream.KeyWatcher, error) {
+	kw, err := kv.WatchAll(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("watch bucket %s: %w", kv.Bucket(), err)
+	}
+	timeout := time.NewTimer(within)
+	defer timeout.Stop()
+	for {
+		select {
+		case e, ok := <-kw.Updates():
+			if !ok {
+				return nil, fmt.Errorf("watch bucket %s: the watch closed while loading", kv.Bucket())
+			}
+			if e == nil {
+				return kw, nil
+			}
+			apply(e)
+		case <-timeout.C:
+			_ = kw.Stop()
+			return nil, fmt.Errorf("watch bucket %s: its content did not arrive within %s; check the NATS connection", kv.Bucket(), within)
+		case <-ctx.Done():
+			_ = kw.Stop()
+			return nil, ctx.Err()
+		}
+	}
 }

@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowguard/flowguard/internal/contract"
+	"github.com/flowguard/flowguard/internal/kvstate"
 )
 
 // Watch is a watch of the flow_ratelimits bucket, made by Limiter.Watch.
@@ -19,30 +19,11 @@ type Watch struct{ kw jetstream.KeyWatcher }
 // returns, so that a worker never calls a provider outside the budgets operators
 // set. The watch lives until ctx ends.
 func (l *Limiter) Watch(ctx context.Context) (*Watch, error) {
-	kw, err := l.kv.WatchAll(ctx)
+	kw, err := kvstate.WatchLoaded(ctx, l.kv, loadTimeout, l.apply)
 	if err != nil {
-		return nil, fmt.Errorf("watch bucket %s: %w", contract.BucketRateLimits, err)
+		return nil, err
 	}
-	timeout := time.NewTimer(loadTimeout)
-	defer timeout.Stop()
-	for {
-		select {
-		case e, ok := <-kw.Updates():
-			if !ok {
-				return nil, fmt.Errorf("watch bucket %s: the watch closed while loading", contract.BucketRateLimits)
-			}
-			if e == nil {
-				return &Watch{kw: kw}, nil
-			}
-			l.apply(e)
-		case <-timeout.C:
-			_ = kw.Stop()
-			return nil, fmt.Errorf("watch bucket %s: its content did not arrive within %s; check the NATS connection", contract.BucketRateLimits, loadTimeout)
-		case <-ctx.Done():
-			_ = kw.Stop()
-			return nil, ctx.Err()
-		}
-	}
+	return &Watch{kw: kw}, nil
 }
 
 // Run applies the bucket's updates and shares this worker's pauses until ctx ends.
