@@ -113,25 +113,36 @@ type env struct {
 	client *client.Client
 }
 
-// Run measures everything the configuration asks for.
-func Run(ctx context.Context, cfg Config) (*Results, error) {
+// connect returns the environment of a measurement against cfg.URL; the caller
+// closes its connection.
+func connect(cfg Config) (*env, error) {
 	nc, err := nats.Connect(cfg.URL, nats.MaxReconnects(-1))
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", cfg.URL, err)
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc)
 	if err != nil {
+		nc.Close()
 		return nil, err
 	}
 	cl, err := client.New(nc, "")
 	if err != nil {
+		nc.Close()
 		return nil, err
 	}
-	e := &env{cfg: cfg, nc: nc, js: js, client: cl}
-	if e.cfg.Progress == nil {
-		e.cfg.Progress = func(string, int, int) {}
+	if cfg.Progress == nil {
+		cfg.Progress = func(string, int, int) {}
 	}
+	return &env{cfg: cfg, nc: nc, js: js, client: cl}, nil
+}
+
+// Run measures everything the configuration asks for.
+func Run(ctx context.Context, cfg Config) (*Results, error) {
+	e, err := connect(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer e.nc.Close()
 	res := &Results{}
 	for _, n := range cfg.Nodes {
 		for _, c := range cfg.Concurrency {

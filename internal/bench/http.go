@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/flowguard/flowguard/examples/mockexchange"
@@ -174,44 +172,15 @@ func directPairs(ctx context.Context, exchange string, concurrency, total int, p
 	}
 	run := time.Now().UnixNano()
 	step := fmt.Sprintf("direct HTTP, concurrency %d", concurrency)
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, concurrency)
-	start := time.Now()
-	for range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= total {
-					return
-				}
-				tick, _ := http.NewRequestWithContext(ctx, http.MethodGet, exchange+"/api/v3/ticker/price?symbol=BTCUSDT", nil)
-				body, _ := json.Marshal(mockexchange.OrderRequest{Symbol: "BTCUSDT", Side: "BUY", Type: "MARKET", Quantity: 0.001,
-					NewClientOrderID: fmt.Sprintf("d%d-%d-%d", run, concurrency, i)})
-				order, _ := http.NewRequestWithContext(ctx, http.MethodPost, exchange+"/api/v3/order", bytes.NewReader(body))
-				order.Header.Set("Content-Type", "application/json")
-				if err := call(tick); err != nil {
-					errs <- err
-					return
-				}
-				if err := call(order); err != nil {
-					errs <- err
-					return
-				}
-				if i%50 == 0 {
-					progress(step, i, total)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	close(errs)
-	if err := <-errs; err != nil {
-		return 0, err
-	}
-	progress(step, total, total)
-	return float64(total) / elapsed.Seconds(), nil
+	return closedLoop(total, concurrency, step, progress, func(i int) error {
+		tick, _ := http.NewRequestWithContext(ctx, http.MethodGet, exchange+"/api/v3/ticker/price?symbol=BTCUSDT", nil)
+		body, _ := json.Marshal(mockexchange.OrderRequest{Symbol: "BTCUSDT", Side: "BUY", Type: "MARKET", Quantity: 0.001,
+			NewClientOrderID: fmt.Sprintf("d%d-%d-%d", run, concurrency, i)})
+		order, _ := http.NewRequestWithContext(ctx, http.MethodPost, exchange+"/api/v3/order", bytes.NewReader(body))
+		order.Header.Set("Content-Type", "application/json")
+		if err := call(tick); err != nil {
+			return err
+		}
+		return call(order)
+	})
 }

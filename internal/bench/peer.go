@@ -87,28 +87,16 @@ func peerStreams(prefix string) peerNames {
 // number of requests in flight, the systems one after another, each in a fresh
 // worker process, with the same closed-loop driver.
 func Compare(ctx context.Context, cfg CompareConfig) (*Comparison, error) {
-	nc, err := nats.Connect(cfg.URL, nats.MaxReconnects(-1))
-	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", cfg.URL, err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
+	e, err := connect(Config{URL: cfg.URL, Progress: cfg.Progress})
 	if err != nil {
 		return nil, err
 	}
-	cl, err := client.New(nc, "")
-	if err != nil {
-		return nil, err
-	}
-	e := &env{cfg: Config{URL: cfg.URL, Progress: cfg.Progress}, nc: nc, js: js, client: cl}
-	if e.cfg.Progress == nil {
-		e.cfg.Progress = func(string, int, int) {}
-	}
+	defer e.nc.Close()
 	for _, s := range cfg.Systems {
 		if s.Flowguard {
 			continue
 		}
-		cleanup, err := provisionPeer(ctx, js, s.Prefix)
+		cleanup, err := provisionPeer(ctx, e.js, s.Prefix)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.Name, err)
 		}

@@ -129,10 +129,19 @@ func (e *env) raw(ctx context.Context, nodes, concurrency, total int) (float64, 
 	}
 	payload, _ := json.Marshal(contract.Event{Type: contract.NodeCompleted, ExecutionID: "x", Outputs: map[string]any{"x": 1}})
 
+	step := fmt.Sprintf("raw JetStream %d nodes, concurrency %d", nodes, concurrency)
+	return closedLoop(total, concurrency, step, e.cfg.Progress, func(i int) error {
+		return rawExecution(ctx, e.js, cons, state, reqSubject, evSubject, i, nodes, payload)
+	})
+}
+
+// closedLoop runs do for 0 to total-1 from concurrency goroutines, each taking the
+// next index as soon as it is done with one, and returns the rate of calls per
+// second; the first error stops its goroutine and is returned.
+func closedLoop(total, concurrency int, step string, progress func(string, int, int), do func(i int) error) (float64, error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, concurrency)
-	step := fmt.Sprintf("raw JetStream %d nodes, concurrency %d", nodes, concurrency)
 	start := time.Now()
 	for range concurrency {
 		wg.Add(1)
@@ -143,12 +152,12 @@ func (e *env) raw(ctx context.Context, nodes, concurrency, total int) (float64, 
 				if i >= total {
 					return
 				}
-				if err := rawExecution(ctx, e.js, cons, state, reqSubject, evSubject, i, nodes, payload); err != nil {
+				if err := do(i); err != nil {
 					errs <- err
 					return
 				}
 				if i%50 == 0 {
-					e.cfg.Progress(step, i, total)
+					progress(step, i, total)
 				}
 			}
 		}()
@@ -159,7 +168,7 @@ func (e *env) raw(ctx context.Context, nodes, concurrency, total int) (float64, 
 	if err := <-errs; err != nil {
 		return 0, err
 	}
-	e.cfg.Progress(step, total, total)
+	progress(step, total, total)
 	return float64(total) / elapsed.Seconds(), nil
 }
 
