@@ -191,23 +191,37 @@ func (h *harness) waitEmergencyApplied(scope string) {
 			return err
 		}
 		want := board.Get(scope)
-		for id, subject := range h.running.list() {
-			reply, err := h.nc.Request(subject, nil, 5*time.Second)
-			if err != nil {
-				return fmt.Errorf("status of worker %s: %w", id, err)
-			}
-			var st struct {
-				Emergency emergency.Board `json:"emergency"`
-			}
-			if err := json.Unmarshal(reply.Data, &st); err != nil {
-				return fmt.Errorf("status of worker %s: %w", id, err)
-			}
-			if got := st.Emergency.Get(scope); got.State != want.State || got.Seq != want.Seq {
+		for id, got := range h.workerStates(scope) {
+			if got.State != want.State || got.Seq != want.Seq {
 				return fmt.Errorf("worker %s has %s %s from seq %d, the stream %s from seq %d", id, scope, got.State, got.Seq, want.State, want.Seq)
+			}
+			if got.AppliedAt.IsZero() {
+				return fmt.Errorf("worker %s reports %s %s from seq %d without applied_at", id, scope, got.State, got.Seq)
 			}
 		}
 		return nil
 	})
+}
+
+// workerStates returns each running worker's view of scope, from its status
+// endpoint.
+func (h *harness) workerStates(scope string) map[string]emergency.ScopeState {
+	h.t.Helper()
+	out := map[string]emergency.ScopeState{}
+	for id, subject := range h.running.list() {
+		reply, err := h.nc.Request(subject, nil, 5*time.Second)
+		if err != nil {
+			h.t.Fatalf("status of worker %s: %v", id, err)
+		}
+		var st struct {
+			Emergency emergency.Board `json:"emergency"`
+		}
+		if err := json.Unmarshal(reply.Data, &st); err != nil {
+			h.t.Fatalf("status of worker %s: %v", id, err)
+		}
+		out[id] = st.Emergency.Get(scope)
+	}
+	return out
 }
 
 // waitEvent waits until an execution has an event of type typ (for node nodeID

@@ -44,7 +44,7 @@ type Config struct {
 	// HTTP also measures, at each concurrency, a workflow calling a simulated
 	// exchange over HTTP beside a transform-only one (see HTTPPoint).
 	HTTP bool
-	// HaltRounds is the number of rounds of halt propagation; default 5.
+	// HaltRounds is the number of rounds of halt propagation; default 20.
 	HaltRounds int
 }
 
@@ -76,14 +76,22 @@ type Results struct {
 	Memory   *Memory   `json:"memory,omitempty"`
 }
 
-// Halt is halt propagation: from publishing a halt to each running node interrupted.
+// Halt is halt propagation: from publishing a halt until it is in force.
 type Halt struct {
-	Workers  int     `json:"workers"`
-	InFlight int     `json:"in_flight"`
-	Rounds   int     `json:"rounds"`
-	P50MS    float64 `json:"p50_ms"`
-	P99MS    float64 `json:"p99_ms"`
-	MaxMS    float64 `json:"max_ms"`
+	Workers  int `json:"workers"`
+	InFlight int `json:"in_flight"`
+	Rounds   int `json:"rounds"`
+	// InForceP50MS, InForceP99MS and InForceMaxMS: from publishing the halt until a
+	// worker has applied it, every covered execution on it cancelled (the
+	// applied_at it reports); one sample per worker and round.
+	InForceP50MS float64 `json:"in_force_p50_ms"`
+	InForceP99MS float64 `json:"in_force_p99_ms"`
+	InForceMaxMS float64 `json:"in_force_max_ms"`
+	// P50MS, P99MS and MaxMS: from publishing the halt to the time of each
+	// interrupted node's node_failed event, the report of the interruption.
+	P50MS float64 `json:"p50_ms"`
+	P99MS float64 `json:"p99_ms"`
+	MaxMS float64 `json:"max_ms"`
 	// FloorP50MS and FloorP99MS are the floor measured in the same rounds: from
 	// publishing the halt to its delivery by an ordered consumer of the emergency
 	// stream in this process, as each worker's follower receives it.
@@ -158,7 +166,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			return nil, err
 		}
 	}
-	if res.Halt, err = e.haltPropagation(ctx, 3, 300, cmp.Or(cfg.HaltRounds, 5)); err != nil {
+	if res.Halt, err = e.haltPropagation(ctx, 3, 300, cmp.Or(cfg.HaltRounds, 20)); err != nil {
 		return nil, fmt.Errorf("halt propagation: %w", err)
 	}
 	if cfg.WorkerCommand != nil {

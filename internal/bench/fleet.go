@@ -127,7 +127,7 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 		return nil, err
 	}
 	defer floor.stop()
-	var delays, lasts, floors []time.Duration
+	var delays, lasts, floors, inForce []time.Duration
 	for round := range rounds {
 		e.cfg.Progress("halt propagation", round, rounds)
 		started.reset()
@@ -143,11 +143,14 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 		if err := e.submitRunning(ctx, wf, inFlight, started); err != nil {
 			return nil, err
 		}
+		halt := nats.NewMsg(contract.Subjects{Prefix: contract.DefaultPrefix}.Emergency(scope))
+		halt.Data, _ = json.Marshal(contract.EmergencyCommand{Action: emergency.ActionHalt, Reason: "flowbench", IssuedBy: "flowbench", IssuedAt: time.Now().UTC()})
 		t0 := time.Now()
-		seq, err := e.client.Emergency(ctx, scope, contract.EmergencyCommand{Action: emergency.ActionHalt, Reason: "flowbench", IssuedBy: "flowbench"})
+		ack, err := e.js.PublishMsg(ctx, halt)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("publish the halt: %w", err)
 		}
+		seq := ack.Sequence
 		if err := waitFor(ctx, time.Minute, "all executions interrupted", func() (bool, string) {
 			n := len(interrupted.snapshot())
 			return n >= inFlight, fmt.Sprintf("%d interrupted", n)
@@ -166,6 +169,13 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 			return nil, err
 		}
 		floors = append(floors, delivered.Sub(t0))
+		for _, id := range ids {
+			at, err := e.appliedAt(ctx, id, scope, seq)
+			if err != nil {
+				return nil, err
+			}
+			inForce = append(inForce, at.Sub(t0))
+		}
 	}
 	if err := e.command(ctx, scope, emergency.ActionResume); err != nil {
 		return nil, err
@@ -174,26 +184,54 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 	sortDurations(delays)
 	sortDurations(lasts)
 	sortDurations(floors)
+	sortDurations(inForce)
 	return &Halt{Workers: workers, InFlight: inFlight, Rounds: rounds,
+		InForceP50MS: percentile(inForce, 0.5), InForceP99MS: percentile(inForce, 0.99), InForceMaxMS: ms(inForce[len(inForce)-1]),
 		P50MS: percentile(delays, 0.5), P99MS: percentile(delays, 0.99), MaxMS: ms(lasts[len(lasts)-1]),
 		FloorP50MS: percentile(floors, 0.5), FloorP99MS: percentile(floors, 0.99)}, nil
+}
+
+// appliedAt returns when worker id applied the command stored at seq for scope,
+// as its status reports.
+func (e *env) appliedAt(ctx context.Context, id, scope string, seq uint64) (time.Time, error) {
+	var at time.Time
+	err := waitFor(ctx, 30*time.Second, "worker "+id+" applying the command stored at "+strconv.FormatUint(seq, 10), func() (bool, string) {
+		board, err := e.workerBoard(id)
+		if err != nil {
+			return false, err.Error()
+		}
+		st := board.Get(scope)
+		at = st.AppliedAt
+		return st.Seq >= seq && !at.IsZero(), fmt.Sprintf("%s at seq %d", st.State, st.Seq)
+	})
+	return at, err
+}
+
+// workerBoard asks worker id for its view of the emergency scopes.
+func (e *env) workerBoard(id string) (emergency.Board, error) {
+	reply, err := e.nc.Request("flow.workers."+id+".status", nil, time.Second)
+	if err != nil {
+		return nil, err
+	}
+	var st struct {
+		Emergency emergency.Board `json:"emergency"`
+	}
+	if err := json.Unmarshal(reply.Data, &st); err != nil {
+		return nil, err
+	}
+	return st.Emergency, nil
 }
 
 // awaitState waits until each worker of ids reports scope in state.
 func (e *env) awaitState(ctx context.Context, ids []string, scope, state string) error {
 	for _, id := range ids {
 		err := waitFor(ctx, 30*time.Second, "worker "+id+" applying the "+scope+" command", func() (bool, string) {
-			reply, err := e.nc.Request("flow.workers."+id+".status", nil, time.Second)
+			board, err := e.workerBoard(id)
 			if err != nil {
 				return false, err.Error()
 			}
-			var st struct {
-				Emergency emergency.Board `json:"emergency"`
-			}
-			if err := json.Unmarshal(reply.Data, &st); err != nil {
-				return false, err.Error()
-			}
-			return st.Emergency.Get(scope).State == state, string(reply.Data)
+			st := board.Get(scope)
+			return st.State == state, fmt.Sprintf("%s at seq %d", st.State, st.Seq)
 		})
 		if err != nil {
 			return err

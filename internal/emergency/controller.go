@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -331,7 +332,8 @@ func (c *Controller) confirm(ctx context.Context, stream jetstream.Stream, start
 	return nil
 }
 
-// apply applies one command and cancels the executions a halt covers.
+// apply applies one command and cancels the executions a halt covers. The halt
+// comes first: logs and callbacks wait until every covered execution is cancelled.
 func (c *Controller) apply(msg jetstream.Msg) {
 	meta, err := msg.Metadata()
 	if err != nil {
@@ -344,8 +346,18 @@ func (c *Controller) apply(msg jetstream.Msg) {
 	}
 	c.processed = meta.Sequence.Stream
 	scope := c.board.ApplyMessage(strings.TrimPrefix(msg.Subject(), c.cfg.Subjects.Emergency("")), msg.Data(), meta.Sequence.Stream)
+	st := c.board[scope]
+	if st.State == Halted {
+		halt := &contract.HaltError{Scope: scope, Reason: st.Reason}
+		for w := range c.watches {
+			if slices.Contains(w.scopes, scope) {
+				w.cancel(halt)
+				delete(c.watches, w)
+			}
+		}
+	}
+	st.AppliedAt = c.now()
 	c.notifyLocked()
-	st := c.board.Get(scope)
 	ev := c.log.Info()
 	if st.State != Active {
 		ev = c.log.Warn()
@@ -353,19 +365,6 @@ func (c *Controller) apply(msg jetstream.Msg) {
 	ev.Str("scope", scope).Str("state", st.State).Str("reason", st.Reason).Str("issued_by", st.IssuedBy).
 		Str("ignored", st.Ignored).Msg("emergency state changed")
 	for _, fn := range c.onChange {
-		fn(st)
-	}
-	if st.State != Halted {
-		return
-	}
-	halt := &contract.HaltError{Scope: scope, Reason: st.Reason}
-	for w := range c.watches {
-		for _, s := range w.scopes {
-			if s == scope {
-				w.cancel(halt)
-				delete(c.watches, w)
-				break
-			}
-		}
+		fn(*st)
 	}
 }

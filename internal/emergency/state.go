@@ -83,6 +83,9 @@ type ScopeState struct {
 	Seq uint64 `json:"seq"`
 	// Ignored says why the last command did not change the state (a pause while halted).
 	Ignored string `json:"ignored,omitempty"`
+	// AppliedAt is when this worker applied the command: for a halt, when every
+	// execution it covers on this worker had been cancelled.
+	AppliedAt time.Time `json:"applied_at,omitzero"`
 }
 
 // Board holds the state of every scope that ever received a command. Scopes without
