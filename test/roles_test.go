@@ -122,7 +122,7 @@ func TestRolesDoTheirWorkWithoutAViolation(t *testing.T) {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	if err := bot.Follow(wctx, client.Filter{WorkflowID: "crash", ExecutionID: id}, true, func(ev *contract.Event) bool {
+	if err := bot.Follow(wctx, client.Filter{BotID: "b1", WorkflowID: "crash", ExecutionID: id}, true, func(ev *contract.Event) bool {
 		return ev.Type == contract.ExecutionCompleted
 	}); err != nil {
 		t.Fatalf("bot follows its execution: %v", err)
@@ -326,6 +326,12 @@ func TestRolesAreRefusedWhatTheyMayNotDo(t *testing.T) {
 		{"b1", "take requests from the workers' consumer", func(ctx context.Context, _ *client.Client, js jetstream.JetStream) error {
 			return workersConsumer(ctx, js)
 		}},
+		{"b1", "read another bot's events", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+			return c.Follow(ctx, client.Filter{BotID: "b2"}, true, func(*contract.Event) bool { return true })
+		}},
+		{"b1", "read every bot's events", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
+			return c.Follow(ctx, client.Filter{}, true, func(*contract.Event) bool { return true })
+		}},
 		{"operator", "publish a request", func(ctx context.Context, c *client.Client, _ jetstream.JetStream) error {
 			_, err := c.Submit(ctx, &contract.Request{WorkflowID: "quick"})
 			return err
@@ -407,6 +413,9 @@ func TestRolesAreRefusedWhatTheyMayNotDo(t *testing.T) {
 		}
 		if code, out, _ := publisher("operator", "halt", "--scope", "bot.b1", "--reason", "the operator may"); code != 0 {
 			t.Errorf("operator halt: exit %d\n%s", code, out)
+		}
+		if code, out, _ := publisher("b1", "events", "--replay"); code != 7 || !strings.Contains(out, "a bot may read only its own events; add --bot") {
+			t.Errorf("bot events without --bot: exit %d\n%s", code, out)
 		}
 		if code, out, _ := publisher("b1", "run", "quick", "--bot", "b1", "--wait"); code != exitHaltedCode || !strings.Contains(out, "execution_halted") {
 			t.Errorf("bot run --wait after the operator's halt: exit %d\n%s", code, out)

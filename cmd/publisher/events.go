@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
 	"strings"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/flowguard/flowguard/internal/client"
 	"github.com/flowguard/flowguard/internal/contract"
@@ -25,8 +29,12 @@ func (c *eventsCmd) Run(e *env) error {
 		printEvent(e.out, ev, c.JSON)
 		return false
 	})
-	if e.ctx.Err() != nil {
-		return nil // interrupted by the user
+	cause := context.Cause(e.ctx)
+	switch {
+	case errors.Is(cause, nats.ErrPermissionViolation) && c.Bot == "":
+		return &exitError{code: exitRefused, msg: fmt.Sprintf("%v: a bot may read only its own events; add --bot <its bot id>", cause)}
+	case cause != nil:
+		return cause // interrupted by the user, or refused
 	}
 	return err
 }

@@ -120,14 +120,14 @@ func run(k *kong.Context, c *cli) int {
 		return exitSignal + int(sig.Signal)
 	case err == nil:
 		return exitOK
-	case errors.Is(context.Cause(ctx), nats.ErrPermissionViolation):
-		fmt.Fprintf(os.Stderr, "publisher: %v: this NATS user may not do that; use the credentials of a role that may (docs/clusters.md, Roles)\n", context.Cause(ctx))
-		return exitRefused
 	case errors.As(err, &ee):
 		if ee.msg != "" {
 			fmt.Fprintln(os.Stderr, "publisher:", ee.msg)
 		}
 		return ee.code
+	case errors.Is(context.Cause(ctx), nats.ErrPermissionViolation):
+		fmt.Fprintf(os.Stderr, "publisher: %v: this NATS user may not do that; use the credentials of a role that may (docs/clusters.md, Roles)\n", context.Cause(ctx))
+		return exitRefused
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrNoServers), errors.Is(err, nats.ErrDisconnected):
 		fmt.Fprintln(os.Stderr, "publisher: lost the connection to NATS:", err)
 		return exitConnection

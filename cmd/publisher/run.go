@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -48,7 +49,8 @@ func (c *runCmd) Run(e *env) error {
 	ctx, cancel := context.WithTimeout(e.ctx, c.Timeout)
 	defer cancel()
 	var last *contract.Event
-	err = e.client.Follow(ctx, client.Filter{WorkflowID: req.WorkflowID, ExecutionID: execID}, true, func(ev *contract.Event) bool {
+	bot := cmp.Or(req.BotID, contract.NoBot) // a bot may read only its own events
+	err = e.client.Follow(ctx, client.Filter{BotID: bot, WorkflowID: req.WorkflowID, ExecutionID: execID}, true, func(ev *contract.Event) bool {
 		printEvent(e.out, ev, c.JSON)
 		if contract.IsTerminalEvent(ev.Type) {
 			last = ev
