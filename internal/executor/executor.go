@@ -448,8 +448,9 @@ func (r *run) env(pn *planNode) *nodes.Env {
 }
 
 // runNode runs one node: a provider node through the resilience chain, calling
-// onRetry before each retry and drawing admit from its rate limits; any other
-// node once, under its timeout.
+// onRetry before each retry and drawing admit from its rate limits; a pure node
+// once, as it is (it only evaluates expressions, which a timeout could not
+// interrupt); any other node once, under its timeout.
 func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, in nodes.Input, onRetry func(int, time.Duration, error), admit *resilience.Admission) nodeResult {
 	start := time.Now()
 	timeout := cmp.Or(pn.timeout, e.timeout)
@@ -466,6 +467,8 @@ func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, in nodes.
 	if pn.provider != nil && e.chain != nil {
 		call := resilience.Call{Provider: pn.provider.Provider(), Timeout: timeout, Retry: e.retry.Override(pn.retry), OnRetry: onRetry, Admission: admit}
 		attempts, err = e.chain.Do(ctx, call, op)
+	} else if pn.pure {
+		err = op(ctx, 1)
 	} else {
 		err = resilience.WithTimeout(ctx, timeout, func(ctx context.Context) error { return op(ctx, 1) })
 	}
