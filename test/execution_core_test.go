@@ -297,6 +297,10 @@ func TestAResumeAfterAProviderNodeRestoresTheTransformBeforeIt(t *testing.T) {
 	if n := len(provider.hitTimes()); n != 1 {
 		t.Errorf("the provider was called %d times, want 1", n)
 	}
+	if cs := nodeCompletions(h.events("mixed", id), "c"); cs[0].EventID == cs[1].EventID || cs[1].Seq <= cs[0].Seq {
+		t.Errorf("c's completions %s (seq %d) and %s (seq %d): the run again must have its own claim's id, numbered after",
+			cs[0].EventID, cs[0].Seq, cs[1].EventID, cs[1].Seq)
+	}
 	if n := len(nodeCompletions(h.events("mixed", id), "a")); n != 1 {
 		t.Errorf("a completed %d times, want 1: it was restored", n)
 	}
