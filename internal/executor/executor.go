@@ -1,7 +1,7 @@
 // Package executor runs a workflow's DAG: a node starts when all its dependencies
-// have completed, independent nodes run concurrently (bounded), every node runs
-// under its timeout (provider nodes through the resilience chain: timeout per
-// attempt, retries, circuit breaker), every step is published as a lifecycle
+// have completed, independent nodes run concurrently (bounded), every node but a
+// pure one runs under its timeout (provider nodes through the resilience chain:
+// timeout per attempt, retries, circuit breaker), every step is published as a lifecycle
 // event, and finished nodes are checkpointed where a resume needs them: a node
 // that is not pure as it finishes, a pure one (nodes.Pure) only once a node that
 // is not pure starts, so that it resumes after consistent predecessors; an
@@ -196,7 +196,7 @@ type run struct {
 	inline      nodeResult // a node startReady ran itself, when ranInline
 	ranInline   bool
 	// kept holds the checkpoints of finished pure nodes, not yet written: see
-	// keep and flush.
+	// record and flush.
 	kept []*contract.Checkpoint
 }
 
