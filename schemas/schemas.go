@@ -77,8 +77,8 @@ func compileAll() (map[string]*jsonschema.Schema, error) {
 	return out, nil
 }
 
-// Validate checks a decoded JSON document (as returned by ParseJSON) against the
-// named schema. The error lists every violation with its location in the document.
+// Validate checks a decoded JSON document (as encoding/json decodes it into an
+// any, or with exact numbers as ValidateJSON does) against the named schema. The error lists every violation with its location in the document.
 func Validate(name string, doc any) error {
 	all, err := compiled()
 	if err != nil {
@@ -100,15 +100,15 @@ func Validate(name string, doc any) error {
 
 // ValidateJSON parses data and validates it against the named schema.
 func ValidateJSON(name string, data []byte) error {
-	doc, err := ParseJSON(data)
+	doc, err := parseJSON(data)
 	if err != nil {
 		return err
 	}
 	return Validate(name, doc)
 }
 
-// ParseJSON decodes one JSON value, keeping numbers exact, for Validate.
-func ParseJSON(data []byte) (any, error) {
+// parseJSON decodes one JSON value, keeping numbers exact, for Validate.
+func parseJSON(data []byte) (any, error) {
 	doc, err := jsonschema.UnmarshalJSON(bytes.NewReader(data))
 	if err != nil {
 		return nil, fmt.Errorf("not valid JSON: %w", err)

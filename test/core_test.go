@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"regexp"
 	"slices"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/natstest"
@@ -196,8 +198,20 @@ func TestStateKeysHoldStatusLatestAndResult(t *testing.T) {
 	if res.Status != contract.StatusCompleted || res.Outputs["plus_one"]["y"] != float64(11) {
 		t.Errorf("result = %+v", res)
 	}
+	// Transform nodes keep no checkpoint once the execution has ended: the result
+	// supersedes them. A node that is not pure (a delay) keeps one.
 	for _, node := range []string{"double", "plus_one"} {
-		get("workflow.two-step.execution."+id+".node."+node, schemas.Checkpoint)
+		if _, err := kv.Get(h.ctx, "workflow.two-step.execution."+id+".node."+node); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("checkpoint of transform node %s: %v, want none", node, err)
+		}
+	}
+	h.deploy(`{"id": "pause", "nodes": [
+	  {"id": "double", "type": "transform", "config": {"outputs": {"x": "inputs.n * 2"}}},
+	  {"id": "wait", "type": "delay", "depends_on": ["double"], "config": {"duration": "1ms"}}]}`)
+	paused := h.submit(&contract.Request{WorkflowID: "pause", Inputs: map[string]any{"n": 5}})
+	h.waitStatus("pause", paused, 10*time.Second)
+	for _, node := range []string{"double", "wait"} {
+		get("workflow.pause.execution."+paused+".node."+node, schemas.Checkpoint)
 	}
 }
 

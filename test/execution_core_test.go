@@ -1,6 +1,7 @@
 package test
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -8,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/flowguard/flowguard/internal/contract"
 	"github.com/flowguard/flowguard/internal/emergency"
@@ -88,9 +91,15 @@ func TestA3NodeExecutionTakesAtMost5SequentialRoundTrips(t *testing.T) {
 	if len(got) > 5 {
 		t.Errorf("%d sequential round trips, want at most 5", len(got))
 	}
-	// status create, latest execution, 3 checkpoints, result, final status
-	if n := h.lastSeq("KV_"+contract.BucketState) - state; n != 7 {
-		t.Errorf("%d writes to %s, want 7", n, contract.BucketState)
+	// status create, latest execution, result, final status: transform nodes
+	// write no checkpoint, as no node after them has side effects
+	if n := h.lastSeq("KV_"+contract.BucketState) - state; n != 4 {
+		t.Errorf("%d writes to %s, want 4", n, contract.BucketState)
+	}
+	for _, node := range []string{"a", "b", "c"} {
+		if _, err := h.stateKV().Get(h.ctx, contract.CheckpointKey("chain3", id, node)); !errors.Is(err, jetstream.ErrKeyNotFound) {
+			t.Errorf("checkpoint of transform node %s: %v, want none", node, err)
+		}
 	}
 	// execution_started, node_started and node_completed of 3 nodes, execution_completed
 	if n := h.lastSeq(contract.StreamEvents) - events; n != 8 {
@@ -238,5 +247,66 @@ func TestTimeOrphanedDoesNotCountAgainstTheWorkflowTimeout(t *testing.T) {
 	})
 	if st := h.waitStatus("timed", id, 10*time.Second); st.Status != contract.StatusCompleted {
 		t.Fatalf("resumed an hour later: %s %+v, want completed", st.Status, st.Error)
+	}
+}
+
+// A transform's checkpoint is written before a node with side effects starts, so
+// that an execution resumed after that node restores both (the provider is not
+// called again); a transform after the last such node writes none and runs again.
+func TestAResumeAfterAProviderNodeRestoresTheTransformBeforeIt(t *testing.T) {
+	h := newHarness(t)
+	provider := newScripted(t, answer(http.StatusOK, `{"price": 7}`))
+	h.startWorker("w1", nil)
+	h.deploy(fmt.Sprintf(`{"id": "mixed", "nodes": [
+	  {"id": "a", "type": "transform", "config": {"outputs": {"x": "1"}}},
+	  {"id": "b", "type": "http", "depends_on": ["a"], "config": {"url": %q, "outputs": {"price": "body.price"}}},
+	  {"id": "c", "type": "transform", "depends_on": ["b"], "config": {"outputs": {"y": "nodes.a.x + nodes.b.price"}}}]}`, provider.URL))
+	req := &contract.Request{WorkflowID: "mixed", RequestID: "mixed-1"}
+	id := h.submit(req)
+	if st := h.waitStatus("mixed", id, 10*time.Second); st.Status != contract.StatusCompleted {
+		t.Fatalf("first run: %s %+v", st.Status, st.Error)
+	}
+	for node, want := range map[string]bool{"a": true, "b": true, "c": false} {
+		_, err := h.stateKV().Get(h.ctx, contract.CheckpointKey("mixed", id, node))
+		if found := err == nil; found != want || (err != nil && !errors.Is(err, jetstream.ErrKeyNotFound)) {
+			t.Errorf("checkpoint of %s: %v, want stored %v", node, err, want)
+		}
+	}
+
+	// The worker died after b, before the final status: the request comes again.
+	h.redeliverAfterCrash(req, "c")
+	natstest.WaitFor(t, 10*time.Second, func() error {
+		if n := len(nodeCompletions(h.events("mixed", id), "c")); n != 2 {
+			return fmt.Errorf("c completed %d times, want 2", n)
+		}
+		return nil
+	})
+	st := h.waitStatus("mixed", id, 10*time.Second)
+	if st.Status != contract.StatusCompleted {
+		t.Fatalf("resumed: %s %+v", st.Status, st.Error)
+	}
+	var started []contract.Event
+	for _, ev := range h.events("mixed", id) {
+		if ev.Type == contract.ExecutionStarted {
+			started = append(started, ev)
+		}
+	}
+	if len(started) != 2 || !started[1].Resumed || !slices.Equal(started[1].RestoredNodes, []string{"a", "b"}) {
+		t.Errorf("execution_started events %+v, want a second one resumed with a and b restored", started)
+	}
+	if n := len(provider.hitTimes()); n != 1 {
+		t.Errorf("the provider was called %d times, want 1", n)
+	}
+	if cs := nodeCompletions(h.events("mixed", id), "c"); cs[0].EventID == cs[1].EventID || cs[1].Seq <= cs[0].Seq {
+		t.Errorf("c's completions %s (seq %d) and %s (seq %d): the run again must have its own claim's id, numbered after",
+			cs[0].EventID, cs[0].Seq, cs[1].EventID, cs[1].Seq)
+	}
+	if n := len(nodeCompletions(h.events("mixed", id), "a")); n != 1 {
+		t.Errorf("a completed %d times, want 1: it was restored", n)
+	}
+	var res contract.Result
+	h.getJSON(contract.ResultKey("mixed", id), &res)
+	if res.Outputs["c"]["y"] != 8.0 {
+		t.Errorf("result %+v, want c.y = 8", res)
 	}
 }

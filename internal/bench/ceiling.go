@@ -22,8 +22,10 @@ const ceilingConsumer = "ceiling"
 // after another: take a request from <prefix>_EXEC; claim it by creating its status
 // (the one write that must be confirmed before anything else, since it is the
 // duplicate check); then, pipelined and awaited together, the 2n+2 events, the
-// latest_execution key, a checkpoint per node, the result and the final status
-// (the status written only if its revision is still the claim's); then a plain ack.
+// latest_execution key, the result and the final status (the status written only
+// if its revision is still the claim's); then a plain ack. Transform nodes need no
+// checkpoint (contract version 4: a pure node's is written only before a node
+// that is not pure starts).
 // Two round trips in sequence, whatever the number of nodes. It binds to the
 // streams and bucket flowbench creates (see provisionPeer).
 func Ceiling(ctx context.Context, nc *nats.Conn, prefix string, nodes, concurrency int) error {
@@ -153,10 +155,6 @@ func (c *ceiling) execute(ctx context.Context, m jetstream.Msg) error {
 		x++
 		out := map[string]any{"x": x}
 		outputs[node] = out
-		cp := contract.Checkpoint{NodeID: node, State: contract.NodeStateCompleted, Outputs: out, Attempt: 1, FinishedAt: time.Now().UTC()}
-		if err := publish(kvSubject(contract.CheckpointKey(wf, id, node)), cp, nil); err != nil {
-			return err
-		}
 		if err := event(contract.NodeCompleted, node, out); err != nil {
 			return err
 		}

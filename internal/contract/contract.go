@@ -13,7 +13,7 @@ import (
 // Version is the version of the contract this code speaks (docs/contract.md). Workers
 // publish it in their micro service metadata and in every event, so that a fleet
 // running two versions during an upgrade can be noticed.
-const Version = "3"
+const Version = "4"
 
 // Stream and bucket names.
 const (

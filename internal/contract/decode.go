@@ -3,6 +3,7 @@ package contract
 import (
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/flowguard/flowguard/schemas"
 )
@@ -30,15 +31,16 @@ func (s Subjects) DecodeRequest(subject string, data []byte) (*Request, error) {
 	if err != nil {
 		return nil, Reject(KindInvalidRequest, "%v", err)
 	}
-	doc, err := schemas.ParseJSON(data)
-	if err != nil {
-		return nil, Reject(KindInvalidRequest, "request is %v; publish one JSON object", err)
+	// Parsed once: the document validated is the one the request is read from.
+	var doc any
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, Reject(KindInvalidRequest, "request is not valid JSON: %v; publish one JSON object", err)
 	}
 	if err := schemas.Validate(schemas.ExecutionRequest, doc); err != nil {
 		return nil, Reject(KindInvalidRequest, "request %v", err)
 	}
-	var req Request
-	if err := json.Unmarshal(data, &req); err != nil {
+	req, err := requestOf(doc.(map[string]any), data)
+	if err != nil {
 		return nil, Reject(KindInvalidRequest, "request cannot be decoded: %v", err)
 	}
 	if req.WorkflowID != subjectWorkflowID {
@@ -54,5 +56,34 @@ func (s Subjects) DecodeRequest(subject string, data []byte) (*Request, error) {
 			"bot_id %q does not match the subject's bot %q; publish to %s with the credentials of that bot (the subject's last token is the bot the request runs as, %s for none)",
 			req.BotID, subjectBotID, s.Exec(req.WorkflowID, req.BotID), NoBot)
 	}
-	return &req, nil
+	return req, nil
+}
+
+// requestOf reads a request from its document, valid against the
+// execution-request schema (so every field has its type); data is the document's
+// JSON, from which an inline workflow is kept as it was sent.
+func requestOf(doc map[string]any, data []byte) (*Request, error) {
+	str := func(name string) string { s, _ := doc[name].(string); return s }
+	req := &Request{
+		RequestID: str("request_id"), WorkflowID: str("workflow_id"), BotID: str("bot_id"),
+		StrategyID: str("strategy_id"), CorrelationID: str("correlation_id"),
+	}
+	req.Inputs, _ = doc["inputs"].(map[string]any)
+	if s, ok := doc["not_after"].(string); ok {
+		var t time.Time
+		if err := t.UnmarshalText([]byte(s)); err != nil {
+			return nil, fmt.Errorf("not_after: %v", err)
+		}
+		req.NotAfter = &t
+	}
+	if _, ok := doc["workflow"]; ok { // rare: decoded again, for its raw JSON
+		var inline struct {
+			Workflow json.RawMessage `json:"workflow"`
+		}
+		if err := json.Unmarshal(data, &inline); err != nil {
+			return nil, err
+		}
+		req.Workflow = inline.Workflow
+	}
+	return req, nil
 }

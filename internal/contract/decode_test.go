@@ -3,6 +3,7 @@ package contract
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -36,6 +37,13 @@ func TestDecodeRequest(t *testing.T) {
 			if tc.wantErr == "" {
 				if err != nil || (Subjects{Prefix: DefaultPrefix}).Exec(req.WorkflowID, req.BotID) != tc.subject {
 					t.Fatalf("req %+v err %v", req, err)
+				}
+				var want Request
+				if err := json.Unmarshal([]byte(tc.body), &want); err != nil {
+					t.Fatal(err)
+				}
+				if !reflect.DeepEqual(*req, want) {
+					t.Errorf("decoded %+v, want %+v as encoding/json decodes it", *req, want)
 				}
 				return
 			}

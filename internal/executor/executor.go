@@ -1,10 +1,13 @@
 // Package executor runs a workflow's DAG: a node starts when all its dependencies
-// have completed, independent nodes run concurrently (bounded), every node runs
-// under its timeout (provider nodes through the resilience chain: timeout per
-// attempt, retries, circuit breaker), each finished node is checkpointed and
-// every step is published as a lifecycle event. It writes nothing itself: it asks
-// the execution's State (its owner), which pipelines the writes and confirms them
-// all before a node with side effects starts.
+// have completed, independent nodes run concurrently (bounded), every node but a
+// pure one runs under its timeout (provider nodes through the resilience chain:
+// timeout per attempt, retries, circuit breaker), every step is published as a lifecycle
+// event, and finished nodes are checkpointed where a resume needs them: a node
+// that is not pure as it finishes, a pure one (nodes.Pure) only once a node that
+// is not pure starts, so that it resumes after consistent predecessors; an
+// execution that ends drops the checkpoints it kept back. It writes nothing
+// itself: it asks the execution's State (its owner), which pipelines the writes
+// and confirms them all before a node with side effects starts.
 package executor
 
 import (
@@ -192,6 +195,9 @@ type run struct {
 	results     chan nodeResult
 	inline      nodeResult // a node startReady ran itself, when ranInline
 	ranInline   bool
+	// kept holds the checkpoints of finished pure nodes, not yet written: see
+	// record and flush.
+	kept []*contract.Checkpoint
 }
 
 // Run executes x, writing its checkpoints and events through st, and returns how
@@ -389,6 +395,11 @@ func (r *run) startReady(ctx, runCtx context.Context) error {
 				return err
 			}
 		}
+		if !pn.pure {
+			if err := r.flush(); err != nil {
+				return err
+			}
+		}
 		if pn.provider != nil && !confirmed {
 			if err := r.st.Confirm(runCtx); err != nil {
 				if runCtx.Err() != nil {
@@ -437,8 +448,9 @@ func (r *run) env(pn *planNode) *nodes.Env {
 }
 
 // runNode runs one node: a provider node through the resilience chain, calling
-// onRetry before each retry and drawing admit from its rate limits; any other
-// node once, under its timeout.
+// onRetry before each retry and drawing admit from its rate limits; a pure node
+// once, as it is (it only evaluates expressions, which a timeout could not
+// interrupt); any other node once, under its timeout.
 func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, in nodes.Input, onRetry func(int, time.Duration, error), admit *resilience.Admission) nodeResult {
 	start := time.Now()
 	timeout := cmp.Or(pn.timeout, e.timeout)
@@ -455,6 +467,8 @@ func (e *Executor) runNode(ctx context.Context, idx int, pn *planNode, in nodes.
 	if pn.provider != nil && e.chain != nil {
 		call := resilience.Call{Provider: pn.provider.Provider(), Timeout: timeout, Retry: e.retry.Override(pn.retry), OnRetry: onRetry, Admission: admit}
 		attempts, err = e.chain.Do(ctx, call, op)
+	} else if pn.pure {
+		err = op(ctx, 1)
 	} else {
 		err = resilience.WithTimeout(ctx, timeout, func(ctx context.Context) error { return op(ctx, 1) })
 	}
@@ -546,14 +560,14 @@ func (r *run) finish(ctx, runCtx context.Context, res nodeResult) error {
 			return &nodeFailure{node: id, err: nodeErr}
 		}
 		cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateFailed, Error: nodeErr, Attempt: res.attempt}
-		if err := r.record(cp, contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr, Reason: "continue_on_error: the execution goes on"}); err != nil {
+		if err := r.record(pn, cp, contract.Event{Type: contract.NodeFailed, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Error: nodeErr, Reason: "continue_on_error: the execution goes on"}); err != nil {
 			return err
 		}
 		r.release(res.idx, fmt.Sprintf("dependency %s failed", id))
 		return nil
 	}
 	cp := &contract.Checkpoint{NodeID: id, State: contract.NodeStateCompleted, Outputs: res.res.Outputs, Reason: res.res.Skip, Attempt: res.attempt}
-	if err := r.record(cp, contract.Event{Type: contract.NodeCompleted, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Outputs: res.res.Outputs}); err != nil {
+	if err := r.record(pn, cp, contract.Event{Type: contract.NodeCompleted, NodeID: id, NodeType: pn.def.Type, Attempt: res.attempt, DurationMS: &durationMS, Outputs: res.res.Outputs}); err != nil {
 		return err
 	}
 	r.outputs[id] = res.res.Outputs
@@ -561,18 +575,37 @@ func (r *run) finish(ctx, runCtx context.Context, res nodeResult) error {
 	return nil
 }
 
-// record stores a finished node's checkpoint, with the time the execution has
-// run so far, and publishes its event, both pipelined: the nodes after it start
-// at once, and the state confirms both before any side effect. Should the worker
-// die before they are stored, the node runs again on resume, as a node that had
-// not finished would.
-func (r *run) record(cp *contract.Checkpoint, ev contract.Event) error {
+// record checkpoints a finished node, with the time the execution has run so
+// far, and publishes its event, both pipelined: the nodes after it start at
+// once, and the state confirms both before any side effect. A pure node's
+// checkpoint is kept back (see flush). Should the worker die before a checkpoint
+// is stored, the node runs again on resume, as a node that had not finished would.
+func (r *run) record(pn *planNode, cp *contract.Checkpoint, ev contract.Event) error {
 	cp.FinishedAt = time.Now().UTC()
 	cp.RunMS = r.ran().Milliseconds()
-	if err := r.st.Checkpoint(cp); err != nil {
+	if pn.pure {
+		r.kept = append(r.kept, cp)
+	} else if err := r.st.Checkpoint(cp); err != nil {
 		return fmt.Errorf("checkpoint node %s: %w", cp.NodeID, err)
 	}
 	return r.st.Emit(ev)
+}
+
+// flush writes the checkpoints kept back, asked before a node that is not pure
+// starts: a resume after that node restores the predecessors whose outputs it
+// used, rather than computing them again, perhaps differently (now()). Pure
+// nodes are cheap to run again, so until then, and when the execution ends, their
+// checkpoints are not needed: a resume runs them again, and the result
+// supersedes them.
+func (r *run) flush() error {
+	for i, cp := range r.kept {
+		if err := r.st.Checkpoint(cp); err != nil {
+			return fmt.Errorf("checkpoint node %s: %w", cp.NodeID, err)
+		}
+		r.kept[i] = nil
+	}
+	r.kept = r.kept[:0]
+	return nil
 }
 
 // checkSize fails a node whose outputs are over the bound, or would take the
@@ -601,7 +634,7 @@ func (r *run) checkSize(outputs map[string]any) error {
 func (r *run) skip(ctx context.Context, idx int, reason string) error {
 	pn := r.x.Plan.nodes[idx]
 	cp := &contract.Checkpoint{NodeID: pn.def.ID, State: contract.NodeStateSkipped, Reason: reason}
-	if err := r.record(cp, contract.Event{Type: contract.NodeSkipped, NodeID: pn.def.ID, NodeType: pn.def.Type, Reason: reason}); err != nil {
+	if err := r.record(pn, cp, contract.Event{Type: contract.NodeSkipped, NodeID: pn.def.ID, NodeType: pn.def.Type, Reason: reason}); err != nil {
 		return err
 	}
 	r.release(idx, fmt.Sprintf("dependency %s was skipped", pn.def.ID))

@@ -650,3 +650,35 @@ func TestWorkflowTimeoutCountsTheTimeRunInCheckpoints(t *testing.T) {
 		}
 	}
 }
+
+// A pure node's checkpoint is kept back until a node that is not pure starts,
+// with those of pure nodes on other branches; one kept back when the execution
+// ends is never written.
+func TestPureCheckpointsWaitForANodeThatIsNotPure(t *testing.T) {
+	transform := func(id string, deps ...string) workflow.Node {
+		return workflow.Node{ID: id, Type: "transform", DependsOn: deps, Config: []byte(`{"outputs": {"x": "1"}}`)}
+	}
+	f := newFixture(nil, 1) // one node at a time: t1, t2, then s
+	var atStart []string
+	s := script{"s": func(context.Context, nodes.Input) (nodes.Result, error) {
+		cps, _ := f.cps.Checkpoints(context.Background())
+		atStart = slices.Sorted(maps.Keys(cps))
+		return nodes.Result{Outputs: map[string]any{"ok": true}}, nil
+	}}
+	p := plan(t, s, &workflow.Definition{Nodes: []workflow.Node{
+		transform("t1"), transform("t2"), node("s", "t1"), transform("t3", "s"),
+	}})
+	if out := f.run(context.Background(), p, false); out.Status != contract.StatusCompleted {
+		t.Fatalf("outcome %+v", out)
+	}
+	if !slices.Equal(atStart, []string{"t1", "t2"}) {
+		t.Errorf("checkpoints stored when s started: %v, want t1 and t2", atStart)
+	}
+	cps, _ := f.cps.Checkpoints(context.Background())
+	if got := slices.Sorted(maps.Keys(cps)); !slices.Equal(got, []string{"s", "t1", "t2"}) {
+		t.Errorf("checkpoints at the end: %v, want s, t1 and t2 (t3 is superseded by the result)", got)
+	}
+	if types := f.rec.types(); !slices.Contains(types, "node_completed:t3") || !slices.Contains(types, "node_started:t3") {
+		t.Errorf("events %v lack t3's", types)
+	}
+}

@@ -27,7 +27,10 @@ type planNode struct {
 	// provider is set for nodes that call a provider: they run through the
 	// resilience chain.
 	provider nodes.Provider
-	retry    resilience.RetrySettings // the node's overrides; zero fields keep the defaults
+	// pure is set for nodes that only compute (nodes.Pure): their checkpoints
+	// are kept back until a node that is not pure starts.
+	pure  bool
+	retry resilience.RetrySettings // the node's overrides; zero fields keep the defaults
 }
 
 // NewPlan builds a plan from a checked definition and its compiled runners
@@ -41,6 +44,7 @@ func NewPlan(def *workflow.Definition, version uint64, runners map[string]nodes.
 	for i, n := range def.Nodes {
 		pn := &planNode{def: n, runner: runners[n.ID], timeout: time.Duration(n.Timeout)}
 		pn.provider, _ = pn.runner.(nodes.Provider)
+		_, pn.pure = pn.runner.(nodes.Pure)
 		if r := n.Retry; r != nil {
 			pn.retry = resilience.RetrySettings{MaxAttempts: r.MaxAttempts, MinWait: time.Duration(r.MinWait), MaxWait: time.Duration(r.MaxWait), Multiplier: r.Multiplier}
 		}

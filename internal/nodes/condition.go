@@ -34,6 +34,9 @@ func (Condition) Compile(n workflow.Node) (Runner, error) {
 	return &conditionRunner{expr: e}, nil
 }
 
+// Pure implements Pure: the node only evaluates expressions.
+func (r *conditionRunner) Pure() {}
+
 func (r *conditionRunner) Run(_ context.Context, in Input) (Result, error) {
 	v, err := r.expr.Eval(in.Env)
 	if err != nil {

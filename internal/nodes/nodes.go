@@ -149,6 +149,14 @@ func decodeConfig(raw json.RawMessage, into any) error {
 	return nil
 }
 
+// Pure is implemented by runners that only compute from their Env: no I/O, no
+// state, no waiting (transform, condition). Such a node is cheap to run again, so
+// its checkpoint is written only once a node that is not pure starts (see
+// docs/contract.md, "Checkpoints").
+type Pure interface {
+	Pure()
+}
+
 // Provider is implemented by runners that call an outside service (an exchange, a
 // market-data API, a NATS service). Their attempts run under the resilience chain:
 // per-attempt timeout, retry of transient errors, and the circuit breaker of the

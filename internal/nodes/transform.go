@@ -46,6 +46,9 @@ func (Transform) Compile(n workflow.Node) (Runner, error) {
 	return r, nil
 }
 
+// Pure implements Pure: the node only evaluates expressions.
+func (r *transformRunner) Pure() {}
+
 func (r *transformRunner) Run(_ context.Context, in Input) (Result, error) {
 	out := make(map[string]any, len(r.names))
 	for i, e := range r.exprs {

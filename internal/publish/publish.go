@@ -74,8 +74,8 @@ func (p *Publisher) publish(ctx context.Context, subject, msgID, correlationID, 
 }
 
 func newMsg(subject, msgID, correlationID, traceparent string, data []byte) *nats.Msg {
-	msg := nats.NewMsg(subject)
-	msg.Data = data
+	// Room for the three headers, so the map is not grown as they are set.
+	msg := &nats.Msg{Subject: subject, Data: data, Header: make(nats.Header, 3)}
 	if msgID != "" {
 		msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	}
