@@ -78,7 +78,8 @@ func compileAll() (map[string]*jsonschema.Schema, error) {
 }
 
 // Validate checks a decoded JSON document (as encoding/json decodes it into an
-// any, or with exact numbers as ValidateJSON does) against the named schema. The error lists every violation with its location in the document.
+// any, or with exact numbers as ValidateJSON does) against the named schema. The
+// error lists every violation with its location in the document.
 func Validate(name string, doc any) error {
 	all, err := compiled()
 	if err != nil {

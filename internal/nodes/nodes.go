@@ -152,7 +152,7 @@ func decodeConfig(raw json.RawMessage, into any) error {
 // Pure is implemented by runners that only compute from their Env: no I/O, no
 // state, no waiting (transform, condition). Such a node is cheap to run again, so
 // its checkpoint is written only once a node that is not pure starts (see
-// docs/contract.md, "Checkpoints").
+// docs/execution-core.md, "Checkpoints where a resume needs them").
 type Pure interface {
 	Pure()
 }
