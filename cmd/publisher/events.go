@@ -16,7 +16,7 @@ import (
 )
 
 type eventsCmd struct {
-	Bot       string `help:"Only this bot's events."`
+	Bot       string `help:"Only this bot's events (needed with a bot's credentials: a bot reads only its own)."`
 	Workflow  string `help:"Only this workflow's events."`
 	Execution string `help:"Only this execution's events."`
 	Replay    bool   `help:"Start from the oldest stored event instead of new ones."`

@@ -92,7 +92,9 @@ func (e *env) command(ctx context.Context, scope, action string) error {
 }
 
 // haltPropagation runs rounds of: inFlight executions running on workers workers,
-// then a halt; it measures from publishing the halt to each node interrupted.
+// then a halt; it measures from publishing the halt until it is in force on each
+// worker, until the floor watch receives it, and until each node's interruption
+// is reported.
 func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int) (*Halt, error) {
 	var ids []string
 	for i := range workers {

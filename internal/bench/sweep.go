@@ -97,11 +97,12 @@ func (e *env) sweepPoint(ctx context.Context, nodes, concurrency int) (*Point, e
 }
 
 // raw performs, with plain JetStream calls and the same concurrency, the JetStream
-// operations one execution of an n-node workflow needs: publish, fetch and ack the
-// request; read the status (the dedupe check); write the status, the latest
-// execution, a checkpoint per node, the result and the final status; publish the
-// 2n+2 events. It returns executions' worth of operations per second: the ceiling
-// flowguard could reach if it did nothing else.
+// operations one execution of an n-node workflow needed under contract version 3:
+// publish, fetch and ack the request; read the status (the dedupe check); write
+// the status, the latest execution, a checkpoint per node (version 4 writes none
+// for transform nodes), the result and the final status; publish the 2n+2 events.
+// It returns executions' worth of operations per second: the ceiling flowguard
+// could reach if it did nothing else, those checkpoints aside.
 func (e *env) raw(ctx context.Context, nodes, concurrency, total int) (float64, error) {
 	suffix := fmt.Sprintf("%d_%d", nodes, concurrency)
 	reqStream, evStream, stateBucket := "BENCH_RAW_REQ_"+suffix, "BENCH_RAW_EV_"+suffix, "bench_raw_state_"+suffix

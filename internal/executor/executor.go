@@ -121,8 +121,8 @@ type Config struct {
 	MaxParallelNodes int
 	// Resilience runs provider nodes (runners that implement nodes.Provider); its
 	// settings give the default node timeout and retries. Nil runs every node
-	// with its timeout only (default workflow.DefaultNodeTimeout): no retry, no
-	// breaker. The worker always sets it.
+	// but a pure one with its timeout only (default workflow.DefaultNodeTimeout):
+	// no retry, no breaker. The worker always sets it.
 	Resilience *resilience.Chain
 	// Observer, when set, is told how each node ended, for metrics.
 	Observer Observer
