@@ -63,7 +63,7 @@ type cli struct {
 	StateTTL        time.Duration `help:"How long execution state is kept in KV." default:"168h" env:"FLOWGUARD_STATE_TTL"`
 
 	Profile               string        `help:"Resilience profile of provider nodes: development, staging or production; the flags below override its values." default:"development" enum:"development,staging,production" env:"FLOWGUARD_PROFILE"`
-	NodeTimeout           time.Duration `help:"Timeout of each node attempt unless the node sets one (default: the profile's, 30s)." env:"FLOWGUARD_NODE_TIMEOUT"`
+	NodeTimeout           time.Duration `help:"Timeout of each node attempt unless the node sets one (default: the profile's, 30s); transform and condition nodes have none." env:"FLOWGUARD_NODE_TIMEOUT"`
 	RetryAttempts         int           `help:"Attempts of a provider call, the first included (default: the profile's)." env:"FLOWGUARD_RETRY_ATTEMPTS"`
 	RetryMinWait          time.Duration `help:"First, and shortest, wait before a retry (default: the profile's)." env:"FLOWGUARD_RETRY_MIN_WAIT"`
 	RetryMaxWait          time.Duration `help:"Longest wait before a retry, unless a provider's Retry-After asks for more (default: the profile's)." env:"FLOWGUARD_RETRY_MAX_WAIT"`
