@@ -580,8 +580,8 @@ func TestCluster(t *testing.T) {
 			t.Errorf("the bot's command was stored: %d commands, %d before", after, before)
 		}
 		code, out = c.publisher(t, "operator", "halt", "--scope", "bot.b2", "--reason", "operator halt")
-		if code != 0 {
-			t.Fatalf("operator halt: exit %d\n%s", code, out)
+		if code != 0 || !strings.Contains(out, "halted in force on worker") {
+			t.Fatalf("operator halt: exit %d, want 0 with the halt confirmed in force on the workers\n%s", code, out)
 		}
 		t.Cleanup(func() { op.command("bot.b2", "resume", "container test done") })
 		code, out = c.publisher(t, "b2", "run", "cl-roles", "--bot", "b2", "--wait")

@@ -93,3 +93,39 @@ func run1(t *testing.T, bin string, args ...string) (int, string) {
 	p := start(t, bin, args...)
 	return p.wait(t, 30*time.Second), p.out.String()
 }
+
+// TestPublisherHaltConfirmsEveryWorker: halt, pause and resume wait until each
+// running worker has the scope's new state in force and name it; with no worker
+// running they say so and succeed, since the command is stored.
+func TestPublisherHaltConfirmsEveryWorker(t *testing.T) {
+	_, publisherBin := binaries(t)
+	h := newHarness(t)
+	stop1 := h.startWorker("w1", nil)
+	stop2 := h.startWorker("w2", nil)
+	publisher := func(args ...string) (int, string) {
+		return run1(t, publisherBin, append([]string{"--nats-url", h.srv.URL()}, args...)...)
+	}
+
+	code, out := publisher("halt", "--scope", "bot.cf", "--reason", "confirm test")
+	if code != 0 || !strings.Contains(out, "halted in force on worker w1 (applied ") || !strings.Contains(out, "halted in force on worker w2 (applied ") {
+		t.Errorf("halt: exit %d, want 0 naming both workers\n%s", code, out)
+	}
+	for id, st := range h.workerStates("bot.cf") {
+		if st.State != "halted" {
+			t.Errorf("worker %s reports bot.cf %s after the publisher confirmed the halt", id, st.State)
+		}
+	}
+	// A pause during a halt is ignored: the halt stays in force, and is confirmed.
+	if code, out := publisher("pause", "--scope", "bot.cf", "--reason", "confirm test"); code != 0 || strings.Count(out, "halted in force on worker") != 2 {
+		t.Errorf("pause during a halt: exit %d, want 0 with the halt in force on both workers\n%s", code, out)
+	}
+	if code, out := publisher("resume", "--scope", "bot.cf", "--reason", "confirm test", "--confirm", "0"); code != 0 || strings.Contains(out, "in force") {
+		t.Errorf("resume --confirm 0: exit %d, want 0 without waiting\n%s", code, out)
+	}
+
+	stop1()
+	stop2()
+	if code, out := publisher("halt", "--scope", "bot.cf", "--reason", "no worker"); code != 0 || !strings.Contains(out, "no worker answered") {
+		t.Errorf("halt with no worker running: exit %d, want 0 saying no worker answered\n%s", code, out)
+	}
+}

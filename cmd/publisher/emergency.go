@@ -1,10 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/user"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,9 +17,10 @@ import (
 
 // commandFlags are the flags of halt, pause and resume.
 type commandFlags struct {
-	Scope    string `help:"Scope: global, bot.<id>, strategy.<id> or workflow.<id>." default:"global"`
-	Reason   string `help:"Why; kept in the audit trail and shown on every halted execution." required:""`
-	IssuedBy string `help:"Who issues the command (default: user@host)."`
+	Scope    string        `help:"Scope: global, bot.<id>, strategy.<id> or workflow.<id>." default:"global"`
+	Reason   string        `help:"Why; kept in the audit trail and shown on every halted execution." required:""`
+	IssuedBy string        `help:"Who issues the command (default: user@host)."`
+	Confirm  time.Duration `help:"Then wait up to this long until every running worker has the scope's new state in force, and say which have; exit 8 if one has not (0: do not wait)." default:"5s"`
 }
 
 func (f *commandFlags) send(e *env, action string) error {
@@ -30,7 +33,69 @@ func (f *commandFlags) send(e *env, action string) error {
 		return err
 	}
 	fmt.Fprintf(e.out, "%s %s stored (FLOW_EMERGENCY seq %d)\n", action, f.Scope, seq)
-	return nil
+	if f.Confirm <= 0 {
+		return nil
+	}
+	return confirm(e, action, f.Scope, f.Confirm)
+}
+
+// workerDiscovery bounds the wait for the first worker to answer the discovery:
+// running workers answer within milliseconds.
+const workerDiscovery = time.Second
+
+// confirm waits until every running worker reports the scope's state as the
+// stream now holds it (the command just stored, or a later one), and prints each
+// worker as it does.
+func confirm(e *env, action, scope string, within time.Duration) error {
+	ctx, cancel := context.WithTimeout(e.ctx, within)
+	defer cancel()
+	board, err := e.client.Board(ctx)
+	if err != nil {
+		return err
+	}
+	want := board.Get(scope)
+	subjects, err := e.client.Workers(ctx, min(within, workerDiscovery))
+	if err != nil {
+		return err
+	}
+	if len(subjects) == 0 {
+		fmt.Fprintf(e.out, "no worker answered; a worker applies the stored commands before it takes its first request\n")
+		return nil
+	}
+	pending := map[string]string{} // status endpoint subject -> why it is not confirmed yet
+	for _, s := range subjects {
+		pending[s] = "no answer yet"
+	}
+	for {
+		for subject := range pending {
+			st, err := e.client.WorkerStatus(ctx, subject)
+			if err != nil {
+				pending[subject] = err.Error()
+				continue
+			}
+			got := st.Emergency.Get(scope)
+			if got.Seq < want.Seq {
+				pending[subject] = fmt.Sprintf("worker %s has %s %s from seq %d", st.WorkerID, scope, got.State, got.Seq)
+				continue
+			}
+			fmt.Fprintf(e.out, "%s in force on worker %s (applied %s)\n", got.State, st.WorkerID, got.AppliedAt.UTC().Format(time.RFC3339Nano))
+			delete(pending, subject)
+		}
+		if len(pending) == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			var why []string
+			for _, w := range pending {
+				why = append(why, w)
+			}
+			sort.Strings(why)
+			return &exitError{code: exitUnconfirmed, msg: fmt.Sprintf("%s %s is stored, but %d of %d workers have not applied it within %s (%s): check them (their logs, nats micro info %s); a worker that cannot follow the emergency stream starts nothing new once its --emergency-staleness has passed",
+				action, scope, len(pending), len(subjects), within, strings.Join(why, "; "), contract.WorkerService)}
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 type haltCmd struct{ commandFlags }

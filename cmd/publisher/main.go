@@ -20,21 +20,23 @@ import (
 
 // Exit codes of the publisher, listed in its help (exitCodes) and in docs/contract.md.
 const (
-	exitOK         = 0
-	exitFailed     = 1 // the execution failed, or the command did
-	exitHalted     = 2
-	exitRejected   = 3
-	exitTimeout    = 4
-	exitDuplicate  = 5
-	exitConnection = 6
-	exitRefused    = 7
-	exitSignal     = 128 // plus the signal's number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM
+	exitOK          = 0
+	exitFailed      = 1 // the execution failed, or the command did
+	exitHalted      = 2
+	exitRejected    = 3
+	exitTimeout     = 4
+	exitDuplicate   = 5
+	exitConnection  = 6
+	exitRefused     = 7
+	exitUnconfirmed = 8   // halt, pause or resume stored, but not in force on every worker in time
+	exitSignal      = 128 // plus the signal's number: 130 for Ctrl-C (SIGINT), 143 for SIGTERM
 )
 
 const exitCodes = `Exit codes: 0 done (run --wait: completed); 1 the execution failed, or the command did;
 2 halted; 3 rejected; 4 run --wait timed out; 5 the request id was already published for
 this workflow (a duplicate: not run again); 6 cannot connect to NATS; 7 NATS refused the
-credentials or a permission; 80 wrong usage (flags, arguments); 130 interrupted (Ctrl-C),
+credentials or a permission; 8 halt, pause or resume stored but not in force on every
+running worker within --confirm; 80 wrong usage (flags, arguments); 130 interrupted (Ctrl-C),
 143 terminated (SIGTERM).`
 
 type cli struct {

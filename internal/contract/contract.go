@@ -55,6 +55,11 @@ func ValidTraceparent(v string) bool {
 // request once per workflow and request id within its duplicate window.
 func RequestMsgID(workflowID, requestID string) string { return workflowID + "." + requestID }
 
+// WorkerService is the NATS micro service every worker registers as: its INFO,
+// PING and STATS requests list the fleet, and its status endpoint answers each
+// worker's status document.
+const WorkerService = "flowguard-worker"
+
 // NoBot is the bot_id token of a request that names no bot.
 const NoBot = "_"
 

@@ -15,7 +15,7 @@ import (
 
 // ServiceName is the NATS micro service every worker registers as, so that
 // `nats micro ls`, `info` and `stats` list the fleet.
-const ServiceName = "flowguard-worker"
+const ServiceName = contract.WorkerService
 
 // serviceStatus is what the status endpoint and the service stats report.
 type serviceStatus struct {
