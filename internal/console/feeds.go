@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -95,12 +96,12 @@ type feeds struct {
 	schedules     []schedule.Schedule
 	fired         map[string]*Firing
 	pokeSchedules func()
-	// applied records, per scope, when discovery first found every worker had
-	// applied the scope's last command.
+	// applied records, per scope, when every worker had applied the scope's
+	// last command (see markApplied).
 	applied map[string]appliedMark
 }
 
-// appliedMark is when every worker was first seen with command Seq applied.
+// appliedMark is when the last worker applied command Seq.
 type appliedMark struct {
 	Seq uint64
 	At  time.Time
@@ -431,7 +432,8 @@ func (f *feeds) discoverOnce(ctx context.Context) error {
 }
 
 // markApplied records the scopes whose last command every worker that answered
-// has applied; f.mu is held.
+// has applied, and when the last of them did (the applied_at they report; when
+// one reports none, when this console saw it); f.mu is held.
 func (f *feeds) markApplied(answered map[string]*WorkerStatus) {
 	if len(answered) == 0 {
 		return
@@ -441,14 +443,19 @@ func (f *feeds) markApplied(answered map[string]*WorkerStatus) {
 			continue
 		}
 		all := true
+		var last time.Time
 		for _, w := range answered {
-			if ws, ok := w.Emergency[scope]; !ok || ws.Seq < st.Seq {
+			ws, ok := w.Emergency[scope]
+			if !ok || ws.Seq < st.Seq {
 				all = false
 				break
 			}
+			if at := cmp.Or(ws.AppliedAt, w.Seen); at.After(last) {
+				last = at
+			}
 		}
 		if all {
-			f.applied[scope] = appliedMark{Seq: st.Seq, At: time.Now()}
+			f.applied[scope] = appliedMark{Seq: st.Seq, At: last}
 		}
 	}
 }

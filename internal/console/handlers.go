@@ -444,8 +444,8 @@ type scopeRow struct {
 	// Pending those whose does not yet.
 	Applied, Pending []string
 	AutoHalt         bool
-	// AllAppliedAt is when every worker was first seen with the last command
-	// applied, zero until then.
+	// AllAppliedAt is when the last worker applied the last command (the
+	// applied_at it reports), zero until every worker has.
 	AllAppliedAt time.Time
 }
 
