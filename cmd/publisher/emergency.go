@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/user"
@@ -49,14 +50,20 @@ const workerDiscovery = time.Second
 func confirm(e *env, action, scope string, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(e.ctx, within)
 	defer cancel()
+	unconfirmed := func(err error) error {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return &exitError{code: exitUnconfirmed, msg: fmt.Sprintf("%s %s is stored, but the workers could not be asked within %s (%v): check with publisher emergency status, or raise --confirm", action, scope, within, err)}
+		}
+		return err
+	}
 	board, err := e.client.Board(ctx)
 	if err != nil {
-		return err
+		return unconfirmed(err)
 	}
 	want := board.Get(scope)
 	subjects, err := e.client.Workers(ctx, min(within, workerDiscovery))
 	if err != nil {
-		return err
+		return unconfirmed(err)
 	}
 	if len(subjects) == 0 {
 		fmt.Fprintf(e.out, "no worker answered; a worker applies the stored commands before it takes its first request\n")
@@ -78,7 +85,11 @@ func confirm(e *env, action, scope string, within time.Duration) error {
 				pending[subject] = fmt.Sprintf("worker %s has %s %s from seq %d", st.WorkerID, scope, got.State, got.Seq)
 				continue
 			}
-			fmt.Fprintf(e.out, "%s in force on worker %s (applied %s)\n", got.State, st.WorkerID, got.AppliedAt.UTC().Format(time.RFC3339Nano))
+			applied := "" // a worker older than contract 4 does not say when
+			if !got.AppliedAt.IsZero() {
+				applied = " (applied " + got.AppliedAt.UTC().Format(time.RFC3339Nano) + ")"
+			}
+			fmt.Fprintf(e.out, "%s in force on worker %s%s\n", got.State, st.WorkerID, applied)
 			delete(pending, subject)
 		}
 		if len(pending) == 0 {
