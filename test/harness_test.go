@@ -209,15 +209,9 @@ func (h *harness) workerStates(scope string) map[string]emergency.ScopeState {
 	h.t.Helper()
 	out := map[string]emergency.ScopeState{}
 	for id, subject := range h.running.list() {
-		reply, err := h.nc.Request(subject, nil, 5*time.Second)
+		st, err := h.client.WorkerStatus(h.ctx, subject)
 		if err != nil {
-			h.t.Fatalf("status of worker %s: %v", id, err)
-		}
-		var st struct {
-			Emergency emergency.Board `json:"emergency"`
-		}
-		if err := json.Unmarshal(reply.Data, &st); err != nil {
-			h.t.Fatalf("status of worker %s: %v", id, err)
+			h.t.Fatalf("worker %s: %v", id, err)
 		}
 		out[id] = st.Emergency.Get(scope)
 	}

@@ -198,7 +198,7 @@ func (e *env) haltPropagation(ctx context.Context, workers, inFlight, rounds int
 func (e *env) appliedAt(ctx context.Context, id, scope string, seq uint64) (time.Time, error) {
 	var at time.Time
 	err := waitFor(ctx, 30*time.Second, "worker "+id+" applying the command stored at "+strconv.FormatUint(seq, 10), func() (bool, string) {
-		board, err := e.workerBoard(id)
+		board, err := e.workerBoard(ctx, id)
 		if err != nil {
 			return false, err.Error()
 		}
@@ -210,15 +210,9 @@ func (e *env) appliedAt(ctx context.Context, id, scope string, seq uint64) (time
 }
 
 // workerBoard asks worker id for its view of the emergency scopes.
-func (e *env) workerBoard(id string) (emergency.Board, error) {
-	reply, err := e.nc.Request("flow.workers."+id+".status", nil, time.Second)
+func (e *env) workerBoard(ctx context.Context, id string) (emergency.Board, error) {
+	st, err := e.client.WorkerStatus(ctx, "flow.workers."+id+".status")
 	if err != nil {
-		return nil, err
-	}
-	var st struct {
-		Emergency emergency.Board `json:"emergency"`
-	}
-	if err := json.Unmarshal(reply.Data, &st); err != nil {
 		return nil, err
 	}
 	return st.Emergency, nil
@@ -228,7 +222,7 @@ func (e *env) workerBoard(id string) (emergency.Board, error) {
 func (e *env) awaitState(ctx context.Context, ids []string, scope, state string) error {
 	for _, id := range ids {
 		err := waitFor(ctx, 30*time.Second, "worker "+id+" applying the "+scope+" command", func() (bool, string) {
-			board, err := e.workerBoard(id)
+			board, err := e.workerBoard(ctx, id)
 			if err != nil {
 				return false, err.Error()
 			}

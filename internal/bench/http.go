@@ -111,43 +111,21 @@ func (e *env) drive(ctx context.Context, wf, def string, concurrency int) (float
 
 	n := e.cfg.Requests
 	step := fmt.Sprintf("%s, concurrency %d", wf, concurrency)
-	run := time.Now().UnixNano()
-	sent := make([]time.Time, n)
-	ids := make([]string, n)
-	start := time.Now()
-	for i := range n {
-		for i-done.count() >= concurrency {
-			if failed.count() > 0 {
-				return 0, nil, fmt.Errorf("%d executions of %s failed; is the exchange reachable from the worker?", failed.count(), wf)
-			}
-			if err := done.waitCount(ctx, i-concurrency+1, time.Minute); err != nil {
-				return 0, nil, err
-			}
+	submit := func(ctx context.Context, id string, i int) error {
+		if failed.count() > 0 {
+			return fmt.Errorf("%d executions of %s failed; is the exchange reachable from the worker?", failed.count(), wf)
 		}
-		ids[i] = fmt.Sprintf("h%d-%d-%d", run, concurrency, i)
-		sent[i] = time.Now()
-		if _, err := e.client.Submit(ctx, &contract.Request{WorkflowID: wf, RequestID: ids[i], Inputs: map[string]any{"n": i}}); err != nil {
-			return 0, nil, err
-		}
-		if i%50 == 0 {
-			e.cfg.Progress(step, done.count(), n)
-		}
+		_, err := e.client.Submit(ctx, &contract.Request{WorkflowID: wf, RequestID: id, Inputs: map[string]any{"n": i}})
+		return err
 	}
-	if err := done.waitCount(ctx, n, 2*time.Minute); err != nil {
+	lat, elapsed, err := e.closedLoop(ctx, done, submit, fmt.Sprintf("h%d-%d", time.Now().UnixNano(), concurrency), n, concurrency, step)
+	if err != nil && failed.count() > 0 {
+		return 0, nil, fmt.Errorf("%d executions of %s failed; is the exchange reachable from the worker? (%w)", failed.count(), wf, err)
+	}
+	if err != nil {
 		return 0, nil, err
 	}
-	e.cfg.Progress(step, n, n)
-	var last time.Time
-	lat := make([]time.Duration, n)
-	for i, id := range ids {
-		at, _ := done.get(id)
-		lat[i] = at.Sub(sent[i])
-		if at.After(last) {
-			last = at
-		}
-	}
-	sortDurations(lat)
-	return float64(n) / last.Sub(start).Seconds(), lat, nil
+	return float64(n) / elapsed.Seconds(), lat, nil
 }
 
 // directPairs makes the workflow's two calls (ticker, then order) total times with
