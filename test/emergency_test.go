@@ -76,8 +76,10 @@ func TestHaltStopsARunningWorkflowWithItsReason(t *testing.T) {
 
 func TestHaltStopsEveryWorkerAndOnlyResumeLiftsIt(t *testing.T) {
 	h := newHarness(t)
+	// 3 slots each: the 9 long executions need all three workers, however the
+	// fetches happen to interleave.
 	for i := range 3 {
-		h.startWorker(fmt.Sprintf("w%d", i+1), nil)
+		h.startWorker(fmt.Sprintf("w%d", i+1), func(c *worker.Config) { c.Consumer.Concurrency = 3 })
 	}
 	h.deploy(longWorkflow)
 	h.deploy(quickWorkflow)
